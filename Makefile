@@ -1,0 +1,41 @@
+# make demo: a virtual environment, the package, torch, and a demo project trained once.
+# make test: the whole suite (lint, goldens, every combination, rendered scripts run).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+DEMO_TRICKS := --seed --amp --clip --accumulate --lr-plot --early-stop
+
+.PHONY: demo test lint golden bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+demo: $(STAMP)
+	rm -rf demo
+	$(BIN)/tricks new demo $(DEMO_TRICKS)
+	cd demo && ../$(BIN)/python train.py --out-dir runs/demo
+	@echo
+	@echo "demo/ is a project rendered with: tricks new demo $(DEMO_TRICKS)"
+	@echo "its run wrote demo/runs/demo/: metrics.csv, last.pt, best.pt, lr_schedule.png"
+
+lint: $(STAMP)
+	$(BIN)/ruff check generator tests benchmarks
+	$(BIN)/ruff format --check generator tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest
+
+golden: $(STAMP)
+	$(BIN)/python -m tests.goldens --write
+	git status --short golden
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python benchmarks/loop_speed.py
+	$(BIN)/python benchmarks/gan_ring.py
+
+clean:
+	rm -rf demo .pytest_cache .ruff_cache

@@ -1,0 +1,202 @@
+"""The `tricks` command: Typer declarations only; the work is in render.py and show.py."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+from generator import __version__
+from generator.errors import TricksError
+from generator.options import Options, Task
+from generator.render import DEFAULT_PROJECT_NAME, generate, render_script
+from generator.tricks import TRICKS, lookup
+
+
+class OneLineErrors(TyperGroup):
+    """Reports a usage error or a TricksError as one line on stderr and an exit code: never a
+    traceback, and not click's four-line usage block."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as err:  # typer's own click: usage errors, bad values
+            hint = f" (see: {err.ctx.command_path} --help)" if getattr(err, "ctx", None) else ""
+            message, code = err.format_message() + hint, err.exit_code
+        except TricksError as err:
+            message, code = str(err), err.exit_code
+        except typer.Abort:
+            message, code = "aborted", 1
+        else:
+            sys.exit(result if isinstance(result, int) else 0)
+        typer.echo(f"error: {message}", err=True)
+        sys.exit(code)
+
+
+EXAMPLES = """Examples:
+
+    tricks new my-exp --seed --amp --clip --accumulate --lr-plot --early-stop
+
+    tricks new gan-exp --amp --gp --early-stop
+
+    tricks new --stdout --seed --amp > train.py
+
+    tricks show accumulate
+"""
+
+app = typer.Typer(
+    cls=OneLineErrors,
+    help="Generate a plain-PyTorch train.py with exactly the training tricks you pick.",
+    epilog=EXAMPLES,
+    rich_markup_mode="markdown",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"torch-tricks {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def tricks(
+    version: Annotated[
+        bool, typer.Option("--version", callback=show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Generate a plain-PyTorch train.py with exactly the training tricks you pick."""
+
+
+def new(
+    dest: Path | None,
+    task: Task | None,
+    force: bool,
+    stdout: bool,
+    answers: Path | None,
+    **tricks: bool,
+) -> None:
+    """Create a project: train.py with the chosen tricks, its README, requirements, a smoke test
+    and the answers file that records the choices."""
+    project_name = dest.absolute().name if dest else DEFAULT_PROJECT_NAME
+    chosen = {name: True for name, on in tricks.items() if on}
+    if answers:
+        recorded, recorded_name = Options.from_answers(answers)
+        task = task or recorded.task
+        chosen = {name: True for name in recorded.tricks} | chosen
+        project_name = dest.absolute().name if dest else recorded_name
+    options = Options.create(task, **chosen)
+    if stdout:
+        typer.echo(render_script(options, project_name), nl=False)
+        return
+    dest = dest or Path(project_name)
+    backups = generate(options, dest, force=force)
+    typer.echo(f"created {dest}/ with {', '.join(options.tricks) or 'no tricks'} ({options.task.value})")
+    for backup in backups:
+        typer.echo(f"  kept the old {backup.name.split('.bak')[0]} as {backup.relative_to(dest.absolute())}")
+    typer.echo(f"next: cd {dest} && python train.py")
+
+
+def new_signature() -> inspect.Signature:
+    """`new`'s parameters: the fixed ones, then a flag per Options field, so that a trick added to
+    Options and the catalogue gets its flag here with no further code."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    fixed = [
+        inspect.Parameter(
+            "dest",
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=None,
+            annotation=Annotated[
+                Path | None,
+                typer.Argument(help=f"Folder to create (default: ./{DEFAULT_PROJECT_NAME}).", show_default=False),
+            ],
+        ),
+        inspect.Parameter(
+            "task",
+            keyword,
+            default=None,
+            annotation=Annotated[
+                Task | None,
+                typer.Option(help="What train.py trains (default: gan with --gp, else classify).", show_default=False),
+            ],
+        ),
+    ]
+    tricks = [
+        inspect.Parameter(
+            trick.name,
+            keyword,
+            default=False,
+            annotation=Annotated[bool, typer.Option(trick.flag, help=trick.summary, rich_help_panel="Tricks")],
+        )
+        for trick in TRICKS
+    ]
+    rest = [
+        inspect.Parameter(
+            "force",
+            keyword,
+            default=False,
+            annotation=Annotated[
+                bool, typer.Option("--force", help="Write into a non-empty DEST; replaced files are kept as .bak.")
+            ],
+        ),
+        inspect.Parameter(
+            "stdout",
+            keyword,
+            default=False,
+            annotation=Annotated[bool, typer.Option("--stdout", help="Print train.py only; write nothing.")],
+        ),
+        inspect.Parameter(
+            "answers",
+            keyword,
+            default=None,
+            annotation=Annotated[
+                Path | None,
+                typer.Option(help="Take the choices from a project's .tricks-answers.yml (flags add to them)."),
+            ],
+        ),
+    ]
+    return inspect.Signature(fixed + tricks + rest)
+
+
+new.__signature__ = new_signature()
+app.command(epilog=EXAMPLES)(new)
+
+
+@app.command("list")
+def list_tricks() -> None:
+    """The tricks: flag, what it does, the tasks it applies to, the options it adds to train.py."""
+    from generator.show import trick_knobs
+
+    rows = [("flag", "tasks", "adds to train.py", "what it does")]
+    for trick in TRICKS:
+        tasks = ", ".join(task.value for task in trick.tasks)
+        rows.append((trick.flag, tasks, " ".join(trick_knobs(trick)) or "-", trick.summary))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+
+
+@app.command()
+def show(
+    trick: Annotated[str, typer.Argument(help="A trick, e.g. amp or lr-plot (see: tricks list).", show_default=False)],
+    task: Annotated[Task | None, typer.Option(help="Show it in this task's script.", show_default=False)] = None,
+) -> None:
+    """Print a trick's code as it appears in train.py, with where each piece goes."""
+    from generator.errors import UsageError
+    from generator.show import format_hunks, trick_hunks, trick_task
+
+    chosen = lookup(trick)
+    if task is not None and task not in chosen.tasks:
+        raise UsageError(f"{chosen.flag} does not apply to --task {task.value}")
+    typer.echo(format_hunks(chosen, trick_hunks(chosen, task), trick_task(chosen, task)), nl=False)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,82 @@
+"""Helpers the tests share: render projects, load or run their train.py, read what a run wrote."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import itertools
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from generator.options import Options, Task
+from generator.render import generate
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMING = {"epoch_time_s"}  # columns that differ between identical runs
+
+
+def render(dest: Path, task: Task | str | None = None, **tricks: bool) -> Path:
+    """A project rendered by the same path `tricks new` takes; returns its folder."""
+    generate(Options.create(task, **tricks), dest)
+    return dest
+
+
+_loaded = itertools.count()
+
+
+def load(script: Path):
+    """Import a rendered train.py as a fresh module (importing it must have no side effects)."""
+    spec = importlib.util.spec_from_file_location(f"rendered_train_{next(_loaded)}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_main(module, argv: list[str]):
+    """module.main(argv) in this process; restores the Ctrl-C handler the script installs."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        return module.main([str(arg) for arg in argv])
+    finally:
+        signal.signal(signal.SIGINT, handler)
+
+
+def run_script(project: Path, *args, timeout: float = 300, check: bool = False, **popen) -> subprocess.CompletedProcess:
+    """`python train.py ARGS` in the project folder, as a user runs it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **popen.pop("env", {})}
+    return subprocess.run(
+        [sys.executable, "train.py", *map(str, args)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+        env=env,
+        **popen,
+    )
+
+
+def metrics(out_dir: Path, drop: set[str] = TIMING) -> list[dict[str, str]]:
+    """metrics.csv's rows, without the timing columns."""
+    with open(Path(out_dir) / "metrics.csv", newline="") as f:
+        return [{key: value for key, value in row.items() if key not in drop} for row in csv.DictReader(f)]
+
+
+def checkpoint(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def same_tensors(a: dict, b: dict) -> bool:
+    """Two state dicts with bit-identical tensors."""
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+
+
+def max_difference(a: dict, b: dict) -> float:
+    return max((a[key].float() - b[key].float()).abs().max().item() for key in a)

@@ -1,0 +1,124 @@
+"""--ddp: the same train.py as one process and as two (torchrun, gloo on CPU)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helpers import checkpoint, max_difference, metrics, render, run_script, same_tensors
+
+
+def torchrun(project, *args, timeout=240, **popen):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py"]
+    return subprocess.run(
+        [*command, *map(str, args)], cwd=project, capture_output=True, text=True, timeout=timeout, check=False, **popen
+    )
+
+
+@pytest.fixture(scope="module")
+def projects(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    return {
+        "seed": render(root / "seed", "classify", ddp=True, seed=True),
+        "accumulate": render(root / "accumulate", "classify", ddp=True, seed=True, accumulate=True),
+        "six": render(root / "six", "classify", ddp=True, seed=True, amp=True, clip=True, accumulate=True,
+                      lr_plot=True, early_stop=True),
+        "gan": render(root / "gan", "gan", ddp=True, gp=True, seed=True, early_stop=True, clip=True),
+    }  # fmt: skip
+
+
+def ok(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_two_processes_equal_one_with_twice_the_batch(tmp_path, projects):
+    """2 x 25 against 1 x 50: 2,000 samples are a whole number of global batches."""
+    common = ["--epochs", 2, "--seed", 9, "--warmup-steps", 5]
+    two = ok(torchrun(projects["seed"], *common, "--batch-size", 25, "--out-dir", tmp_path / "two"))
+    ok(run_script(projects["seed"], *common, "--batch-size", 50, "--out-dir", tmp_path / "one"))
+    assert max_difference(checkpoint(tmp_path / "two" / "last.pt")["model"],
+                          checkpoint(tmp_path / "one" / "last.pt")["model"]) < 1e-5  # fmt: skip
+    rows_two, rows_one = metrics(tmp_path / "two"), metrics(tmp_path / "one")
+    assert len(rows_two) == 2, "rank 0 alone writes metrics.csv"
+    for a, b in zip(rows_two, rows_one):
+        assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), rel=1e-5), "validation is all-reduced"
+        assert float(a["val_acc"]) == float(b["val_acc"])
+    assert two.stdout.count("[ Valid | 001/002 ]") == 1, "rank 0 alone prints"
+
+
+def test_accumulation_under_ddp_syncs_once_per_step_and_still_matches(tmp_path, projects):
+    """2 ranks x 2 micro-batches of 25 against 1 process with K=1 and batches of 100."""
+    common = ["--epochs", 2, "--seed", 9, "--warmup-steps", 5]
+    ok(
+        torchrun(
+            projects["accumulate"], *common, "--batch-size", 25, "--accumulate-steps", 2, "--out-dir", tmp_path / "a"
+        )
+    )
+    ok(
+        run_script(
+            projects["accumulate"], *common, "--batch-size", 100, "--accumulate-steps", 1, "--out-dir", tmp_path / "b"
+        )
+    )
+    assert max_difference(checkpoint(tmp_path / "a" / "last.pt")["model"],
+                          checkpoint(tmp_path / "b" / "last.pt")["model"]) < 1e-5  # fmt: skip
+    assert "model.no_sync()" in (projects["accumulate"] / "train.py").read_text()
+
+
+def test_a_run_without_out_dir_makes_one_folder_for_all_ranks(projects):
+    ok(torchrun(projects["six"], "--epochs", 2))
+    runs = sorted(p.name for p in (projects["six"] / "runs").iterdir())
+    assert runs == ["001"]
+    assert [row["epoch"] for row in metrics(projects["six"] / "runs" / "001")] == ["1", "2"]
+
+
+def test_early_stopping_ends_every_rank(tmp_path, projects):
+    started = time.time()
+    result = ok(torchrun(projects["six"], "--epochs", 50, "--patience", 1, "--min-delta", 10, "--out-dir", tmp_path,
+                         timeout=120))  # fmt: skip
+    assert "stopping early" in result.stdout and time.time() - started < 120
+    assert len(metrics(tmp_path)) == 2  # epoch 1 is the best, epoch 2 does not beat it by 10
+    assert checkpoint(tmp_path / "best.pt")["epoch"] == 1
+
+
+def test_resume_under_torchrun_equals_the_uninterrupted_run(tmp_path, projects):
+    args = ["--epochs", 6, "--seed", 3, "--patience", 100]
+    ok(torchrun(projects["six"], *args, "--out-dir", tmp_path / "whole"))
+    out = tmp_path / "cut"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py"]
+    process = subprocess.Popen([*command, *map(str, args), "--out-dir", str(out)], cwd=projects["six"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    deadline = time.time() + 120
+    while not ((out / "metrics.csv").exists() and len(metrics(out)) >= 2):
+        assert time.time() < deadline and process.poll() is None
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches torchrun and every rank
+    process.communicate(timeout=120)
+    saved = checkpoint(out / "last.pt")["epoch"]
+    assert 2 <= saved < 6 and len(checkpoint(out / "last.pt")["rng"]) == 2, "every rank's random streams"
+    ok(torchrun(projects["six"], *args, "--out-dir", out, "--resume"))
+    assert metrics(out) == metrics(tmp_path / "whole")
+    assert same_tensors(checkpoint(out / "last.pt")["model"], checkpoint(tmp_path / "whole" / "last.pt")["model"])
+
+
+def test_resume_on_another_number_of_processes_is_refused(tmp_path, projects):
+    ok(torchrun(projects["six"], "--epochs", 1, "--out-dir", tmp_path))
+    result = run_script(projects["six"], "--epochs", 2, "--out-dir", tmp_path, "--resume")
+    assert result.returncode == 1 and "ran on 2 processes; resume it on as many" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bfloat16_amp_under_ddp(tmp_path, projects):
+    ok(torchrun(projects["six"], "--epochs", 2, "--amp-dtype", "bfloat16", "--out-dir", tmp_path))
+    assert all(float(row["train_loss"]) < 10 for row in metrics(tmp_path))
+
+
+def test_the_gan_under_ddp(tmp_path, projects):
+    ok(torchrun(projects["gan"], "--epochs", 2, "--steps-per-epoch", 10, "--out-dir", tmp_path))
+    rows = metrics(tmp_path)
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert {"critic_grad_norm", "wasserstein", "gp"} <= set(rows[0])
+    assert (tmp_path / "samples.png").exists() and checkpoint(tmp_path / "best.pt")["epoch"] in (1, 2)
