@@ -30,12 +30,17 @@ def trick_hunks(trick: Trick, task: Task | None = None) -> list[Hunk]:
     task = trick_task(trick, task)
     without = render_script(Options(task=task)).splitlines()
     with_trick = render_script(Options(task=task, **{trick.name: True})).splitlines()
+    code_starts = next(i for i, line in enumerate(with_trick) if line.startswith("import "))  # after the docstring
     matcher = difflib.SequenceMatcher(a=without, b=with_trick, autojunk=False)
-    return [
-        Hunk(enclosing(with_trick, j1), j1 + 1, with_trick[j1:j2])
-        for tag, _, _, j1, j2 in matcher.get_opcodes()
-        if tag in ("insert", "replace")
-    ]
+    hunks = []
+    for tag, _, _, j1, j2 in matcher.get_opcodes():
+        while j1 < j2 and not with_trick[j1].strip():
+            j1 += 1
+        while j2 > j1 and not with_trick[j2 - 1].strip():
+            j2 -= 1
+        if tag in ("insert", "replace") and j1 >= code_starts and j2 > j1:
+            hunks.append(Hunk(enclosing(with_trick, j1), j1 + 1, with_trick[j1:j2]))
+    return hunks
 
 
 def enclosing(lines: list[str], index: int) -> str:
@@ -52,9 +57,11 @@ def enclosing(lines: list[str], index: int) -> str:
 
 
 def trick_knobs(trick: Trick, task: Task | None = None) -> list[str]:
-    """The command-line options the trick adds to train.py."""
+    """The command-line options the trick adds to train.py (not those whose default it changes)."""
+    options = re.compile(r'add_argument\(\s*"(--[\w-]+)"')
+    base = set(options.findall(render_script(Options(task=trick_task(trick, task)))))
     added = "\n".join(line for hunk in trick_hunks(trick, task) for line in hunk.lines)
-    return re.findall(r'add_argument\(\s*"(--[\w-]+)"', added)
+    return [knob for knob in options.findall(added) if knob not in base]
 
 
 def format_hunks(trick: Trick, hunks: list[Hunk], task: Task) -> str:

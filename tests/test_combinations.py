@@ -91,3 +91,18 @@ def test_the_default_render_stays_short(renders):
 
 def test_ruff_is_the_pinned_version():
     assert ruff("--version", cwd=ROOT).stdout.split()[-1] == "0.17.6"
+
+
+def test_matplotlib_is_imported_only_to_plot(renders):
+    """Importing a rendered script loads torch, not matplotlib; plotting loads it."""
+    script = renders / "classify-lrplot" / "train.py"
+    code = (
+        "import importlib.util, sys, torch\n"
+        f"spec = importlib.util.spec_from_file_location('train', {str(script)!r})\n"
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        "print('matplotlib' in sys.modules)\n"
+        "module.plot_lr_schedule(module.parse_args([]), 10, __import__('pathlib').Path('/dev/null'))\n"
+        "print('matplotlib' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "True"]

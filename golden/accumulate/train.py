@@ -265,7 +265,7 @@ def train_one_epoch(model, train_loader, optimizer, scheduler, args):
         for x, y in window:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = F.cross_entropy(model(x), y)
-            (loss * len(y) / window_samples).backward()
+            (loss * (len(y) / window_samples)).backward()
             batch_losses.append(loss.detach() * len(y))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -304,7 +304,7 @@ def train(args, argv):
     out_dir = make_out_dir(args)
     train_loader, val_loader = build_data(args)
     model = build_model(args).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, fused=True)  # one kernel for all parameters
     total_steps = args.epochs * math.ceil(len(train_loader) / args.accumulate_steps)
     scheduler = build_scheduler(optimizer, args, total_steps)
     # what last.pt saves and --resume restores, each through its state_dict

@@ -320,7 +320,7 @@ def train(args, argv):
     out_dir = make_out_dir(args)
     train_loader, val_loader = build_data(args)
     model = build_model(args).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, fused=True)  # one kernel for all parameters
     total_steps = args.epochs * len(train_loader)
     scheduler = build_scheduler(optimizer, args, total_steps)
     # autocast runs the forward pass and the loss in low precision; backward runs outside it. float16

@@ -461,7 +461,7 @@ def train_one_epoch(model, train_loader, optimizer, scheduler, autocast, scaler,
             with model.no_sync() if i < len(window) - 1 else nullcontext():
                 with autocast:
                     loss = F.cross_entropy(model(x), y)
-                scaler.scale(loss * len(y) / window_samples).backward()
+                scaler.scale(loss * (len(y) / window_samples)).backward()
             batch_losses.append(loss.detach() * len(y))
         scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         grad_norms.append(clip_gradients(model, args))  # once per step, after the whole window
@@ -515,7 +515,7 @@ def train(args, argv):
     train_loader, val_loader = build_data(args)
     model = build_model(args).to(device)
     model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, fused=True)  # one kernel for all parameters
     total_steps = args.epochs * math.ceil(len(train_loader) / args.accumulate_steps)
     scheduler = build_scheduler(optimizer, args, total_steps)
     # autocast runs the forward pass and the loss in low precision; backward runs outside it. float16
