@@ -120,6 +120,16 @@ def generated_light_io(size: str, out_dir: Path, module) -> None:
         module.save_atomic, module.append_metrics = save_atomic, append_metrics
 
 
+def validation_loss(model, val_loader) -> float:
+    """The mean loss over the validation set, as the hand-written and Accelerate loops compute it."""
+    model.eval()
+    total = torch.zeros(())
+    with torch.no_grad():
+        for x, y in val_loader:
+            total += F.cross_entropy(model(x), y, reduction="sum")
+    return total.item() / len(val_loader.dataset)
+
+
 def hand_written(size: str, out_dir: Path, module=None) -> None:
     """What a careful person writes for the same work, with nothing more."""
     train_loader, val_loader = make_loaders(size)
@@ -137,12 +147,7 @@ def hand_written(size: str, out_dir: Path, module=None) -> None:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
-        model.eval()
-        total = torch.zeros(())
-        with torch.no_grad():
-            for x, y in val_loader:
-                total += F.cross_entropy(model(x), y, reduction="sum")
-        val_loss = total.item() / len(val_loader.dataset)
+        val_loss = validation_loss(model, val_loader)
         if val_loss < best:
             best = val_loss
             torch.save(model.state_dict(), out_dir / "best.pt")
@@ -213,12 +218,7 @@ def accelerate(size: str, out_dir: Path, module=None) -> None:
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-        model.eval()
-        total = torch.zeros(())
-        with torch.no_grad():
-            for x, y in val_loader:
-                total += F.cross_entropy(model(x), y, reduction="sum")
-        val_loss = total.item() / len(val_loader.dataset)
+        val_loss = validation_loss(model, val_loader)
         if val_loss < best:
             best = val_loss
             accelerator.save(accelerator.unwrap_model(model).state_dict(), out_dir / "best.pt")
