@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.helpers import checkpoint, max_difference, metrics, render, run_script, same_tensors
+from tests.helpers import checkpoint, load, max_difference, metrics, render, run_main, run_script, same_tensors
 
 
 def torchrun(project, *args, timeout=240, **popen):
@@ -26,7 +26,7 @@ def projects(tmp_path_factory):
         "accumulate": render(root / "accumulate", "classify", ddp=True, seed=True, accumulate=True),
         "six": render(root / "six", "classify", ddp=True, seed=True, amp=True, clip=True, accumulate=True,
                       lr_plot=True, early_stop=True),
-        "gan": render(root / "gan", "gan", ddp=True, gp=True, seed=True, early_stop=True, clip=True),
+        "gan": render(root / "gan", "gan", ddp=True, gp=True, seed=True, early_stop=True, clip=True, accumulate=True),
     }  # fmt: skip
 
 
@@ -65,7 +65,43 @@ def test_accumulation_under_ddp_syncs_once_per_step_and_still_matches(tmp_path, 
     )
     assert max_difference(checkpoint(tmp_path / "a" / "last.pt")["model"],
                           checkpoint(tmp_path / "b" / "last.pt")["model"]) < 1e-5  # fmt: skip
-    assert "model.no_sync()" in (projects["accumulate"] / "train.py").read_text()
+
+
+@pytest.mark.parametrize(
+    ("task", "args", "schedulers"),
+    [
+        ("classify", ["--epochs", 1, "--batch-size", 50], {"model": "scheduler"}),
+        ("gan", ["--epochs", 1, "--steps-per-epoch", 3, "--n-critic", 2],
+         {"critic": "critic_scheduler", "generator": "generator_scheduler"}),
+    ],
+)  # fmt: skip
+def test_accumulation_all_reduces_gradients_once_per_optimizer_step(tmp_path, task, args, schedulers):
+    """DDP's communication hook runs once per gradient all-reduce: with 3 micro-batches per step it
+    must run once per optimizer step (no_sync on the others), not once per micro-batch."""
+    import torch
+
+    project = render(tmp_path / task, task, ddp=True, accumulate=True, gp=task == "gan")
+    module = load(project / "train.py")
+    all_reduces = {}
+
+    def counting_hook(name, bucket):
+        all_reduces[name] += 1
+        future = torch.futures.Future()
+        future.set_result(bucket.buffer())  # a group of one: the sum is the rank's own gradient
+        return future
+
+    class CountingDDP(module.DDP):
+        def __init__(self, model, **kwargs):
+            super().__init__(model, **kwargs)
+            name = ("critic" if model[-1].out_features == 1 else "generator") if task == "gan" else "model"
+            all_reduces[name] = 0
+            self.register_comm_hook(name, counting_hook)
+
+    module.DDP = CountingDDP
+    run_main(module, [*args, "--accumulate-steps", 3, "--out-dir", tmp_path / "run"])
+    saved = checkpoint(tmp_path / "run" / "last.pt")
+    optimizer_steps = {name: saved[scheduler]["last_epoch"] for name, scheduler in schedulers.items()}
+    assert all_reduces == optimizer_steps and min(optimizer_steps.values()) >= 3
 
 
 def test_a_run_without_out_dir_makes_one_folder_for_all_ranks(projects):

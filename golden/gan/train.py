@@ -30,6 +30,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 RUN_FILES = ("metrics.csv", "last.pt", "best.pt")  # what a run writes; --overwrite removes them
@@ -299,7 +300,7 @@ def train_one_epoch(
                 fake = generator(torch.randn(args.batch_size, args.latent_dim, device=device))
             # binary cross-entropy on the critic's logits, real 1 and fake 0; one pass scores both
             scores_real, scores_fake = critic(torch.cat([real, fake])).view(2, -1)
-            critic_loss = (nn.functional.softplus(-scores_real) + nn.functional.softplus(scores_fake)).mean()
+            critic_loss = (F.softplus(-scores_real) + F.softplus(scores_fake)).mean()
             critic_loss.backward()
             history["critic_loss"].append(critic_loss.detach())
             critic_optimizer.step()
@@ -308,7 +309,7 @@ def train_one_epoch(
         critic.requires_grad_(False)  # the generator's step leaves the critic's gradients alone
         noise = torch.randn(args.batch_size, args.latent_dim, device=device)
         # non-saturating: the generator maximises log D(G(z)) rather than minimising log(1 - D(G(z)))
-        generator_loss = nn.functional.softplus(-critic(generator(noise))).mean()
+        generator_loss = F.softplus(-critic(generator(noise))).mean()
         generator_loss.backward()
         history["generator_loss"].append(generator_loss.detach())
         critic.requires_grad_(True)

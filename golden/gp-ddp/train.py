@@ -361,7 +361,7 @@ def train_one_epoch(
             # one pass scores both halves
             critic_real, critic_fake = critic(torch.cat([real, fake])).view(2, -1).mean(dim=1)
             penalty = gradient_penalty(critic, real, fake, args.gp_lambda)
-            critic_loss = critic_fake - critic_real + penalty  # the critic maximises the Wasserstein estimate
+            critic_loss = critic_fake - critic_real + penalty  # the critic maximises real - fake
             critic_loss.backward()
             history["critic_loss"].append(critic_loss.detach())
             history["wasserstein"].append((critic_real - critic_fake).detach())  # the critic's estimate
