@@ -25,7 +25,6 @@ import io
 import math
 import os
 import platform
-import signal
 import statistics
 import sys
 import tempfile
@@ -96,15 +95,13 @@ def schedule(total_steps: int):
 
 def generated(size: str, out_dir: Path, module) -> None:
     """The rendered train.py's own main(), its seams build_data and build_model pointed at this size."""
+    from tests.helpers import run_main
+
     module.build_data = lambda args: make_loaders(size)
     module.build_model = lambda args: make_model(size)
     argv = ["--epochs", EPOCHS, "--batch-size", SIZES[size][5], "--lr", LR, "--warmup-steps", WARMUP,
             "--accumulate-steps", ACCUMULATE, "--clip-norm", CLIP, "--patience", 100, "--out-dir", out_dir]  # fmt: skip
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        module.main([str(arg) for arg in argv])
-    finally:
-        signal.signal(signal.SIGINT, handler)
+    run_main(module, argv)
 
 
 def generated_light_io(size: str, out_dir: Path, module) -> None:
