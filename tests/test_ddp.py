@@ -1,5 +1,6 @@
 """--ddp: the same train.py as one process and as two (torchrun, gloo on CPU)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -8,7 +9,7 @@ import time
 
 import pytest
 
-from tests.helpers import checkpoint, load, max_difference, metrics, render, run_main, run_script, same_tensors
+from tests.helpers import ROOT, checkpoint, max_difference, metrics, render, run_script, same_tensors
 
 
 def torchrun(project, *args, timeout=240, **popen):
@@ -76,32 +77,18 @@ def test_accumulation_under_ddp_syncs_once_per_step_and_still_matches(tmp_path, 
     ],
 )  # fmt: skip
 def test_accumulation_all_reduces_gradients_once_per_optimizer_step(tmp_path, task, args, schedulers):
-    """DDP's communication hook runs once per gradient all-reduce: with 3 micro-batches per step it
-    must run once per optimizer step (no_sync on the others), not once per micro-batch."""
-    import torch
-
+    """With 3 micro-batches per step, DDP all-reduces each model's gradients once per optimizer step
+    (no_sync on the others), not once per micro-batch. Counted by a communication hook."""
     project = render(tmp_path / task, task, ddp=True, accumulate=True, gp=task == "gan")
-    module = load(project / "train.py")
-    all_reduces = {}
-
-    def counting_hook(name, bucket):
-        all_reduces[name] += 1
-        future = torch.futures.Future()
-        future.set_result(bucket.buffer())  # a group of one: the sum is the rank's own gradient
-        return future
-
-    class CountingDDP(module.DDP):
-        def __init__(self, model, **kwargs):
-            super().__init__(model, **kwargs)
-            name = ("critic" if model[-1].out_features == 1 else "generator") if task == "gan" else "model"
-            all_reduces[name] = 0
-            self.register_comm_hook(name, counting_hook)
-
-    module.DDP = CountingDDP
-    run_main(module, [*args, "--accumulate-steps", 3, "--out-dir", tmp_path / "run"])
+    argv = [*args, "--accumulate-steps", 3, "--out-dir", tmp_path / "run"]
+    counted = subprocess.run(
+        [sys.executable, "-m", "tests.count_all_reduces", str(project), *map(str, argv)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert counted.returncode == 0, counted.stderr[-3000:]
     saved = checkpoint(tmp_path / "run" / "last.pt")
     optimizer_steps = {name: saved[scheduler]["last_epoch"] for name, scheduler in schedulers.items()}
-    assert all_reduces == optimizer_steps and min(optimizer_steps.values()) >= 3
+    assert json.loads(counted.stdout.splitlines()[-1]) == optimizer_steps and min(optimizer_steps.values()) >= 3
 
 
 def test_a_run_without_out_dir_makes_one_folder_for_all_ranks(projects):
