@@ -3,9 +3,10 @@ Accelerate, doing the same work.
 
 The work: an MLP classifier; fused AdamW, as the generated script builds it, with warmup then cosine
 decay stepped per optimizer step; gradient accumulation over 4 micro-batches; clipping by norm 1.0;
-float32; validation every epoch and the best checkpoint kept; 5 epochs. The four ways run in one process, alternating, repeated;
-the table gives the median and range of the time per optimizer step (the whole fit divided by its
-optimizer steps, validation and checkpoints included) and each way's ratio to the hand-written loop.
+float32; validation every epoch and the best checkpoint kept; 5 epochs. The ways run in one process,
+repeated, in an order shuffled for each repeat. The table gives the median and range of the time per
+optimizer step (the whole fit divided by its optimizer steps, validation and checkpoints included) and
+each way's ratio to the hand-written loop: the median of the two ways' ratios within a repeat.
 Three sizes of model and data show how the fixed overhead's share shrinks as the work grows.
 
 Targets: generated / hand-written <= 1.03 at every size; generated / Lightning <= 0.70 on tiny and
@@ -13,7 +14,7 @@ small. A fifth, diagnostic row runs the generated loop with only the hand-writte
 tells the loop's own cost from that of the checkpoints written every epoch for exact resume.
 Writes benchmarks/results/loop_speed.md and loop_speed.png.
 
-    python benchmarks/loop_speed.py               # all sizes, 11 repeats (about 15 minutes on 2 cores)
+    python benchmarks/loop_speed.py               # all sizes, 21 repeats (about 25 minutes on 2 cores)
     python benchmarks/loop_speed.py --sizes tiny --repeats 3
 """
 
@@ -21,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import io
 import math
 import os
 import platform
+import random
 import statistics
 import sys
 import tempfile
@@ -106,15 +109,15 @@ def generated(size: str, out_dir: Path, module) -> None:
 
 def generated_light_io(size: str, out_dir: Path, module) -> None:
     """A diagnostic, not a way: the generated loop with the hand-written loop's I/O alone (best.pt
-    by torch.save, no last.pt, no metrics.csv, no fsync), to tell the loop's cost from the cost of
-    the durable per-epoch checkpoints that make --resume exact."""
-    save_atomic, append_metrics = module.save_atomic, module.append_metrics
-    module.save_atomic = lambda obj, path: torch.save(obj, path) if path.name == "best.pt" else None
-    module.append_metrics = lambda path, row: None
+    by torch.save, no last.pt, no metrics.csv, no fsync, no writer thread), to tell the loop's cost
+    from the cost of the durable per-epoch checkpoints that make --resume exact."""
+    save_later, write_later = module.save_later, module.write_later
+    module.save_later = lambda obj, path: torch.save(obj, path) if path.name == "best.pt" else None
+    module.write_later = lambda function, *args: None
     try:
         generated(size, out_dir, module)
     finally:
-        module.save_atomic, module.append_metrics = save_atomic, append_metrics
+        module.save_later, module.write_later = save_later, write_later
 
 
 def validation_loss(model, val_loader) -> float:
@@ -247,7 +250,8 @@ def render_generated():
 
 def measure(sizes: list[str], repeats: int) -> dict:
     """seconds[size][way]: one entry per repeat; the ways alternate within each repeat, in an order
-    that rotates from one repeat to the next."""
+    shuffled anew for each repeat (a rotation would keep each way always right after the same other
+    one, which then leaves it its garbage), and each timed run starts from a collected heap."""
     module = render_generated()
     seconds = {size: {way: [] for way in WAYS} for size in sizes}
     for size in sizes:
@@ -256,9 +260,10 @@ def measure(sizes: list[str], repeats: int) -> dict:
                 run(size, Path(tmp), module)
         for repeat in range(repeats):
             names = list(WAYS)
-            names = names[repeat % len(names) :] + names[: repeat % len(names)]  # no way always goes first
+            random.Random(repeat).shuffle(names)
             for way, run in ((name, WAYS[name]) for name in names):
                 with tempfile.TemporaryDirectory() as tmp, quiet():
+                    gc.collect()
                     started = time.perf_counter()
                     run(size, Path(tmp), module)
                     seconds[size][way].append(time.perf_counter() - started)
@@ -283,12 +288,19 @@ def quiet():
     logging.disable(logging.NOTSET)
 
 
+def ratio(times: list[float], base: list[float]) -> float:
+    """The median over repeats of one way's time over another's in the same repeat: paired, so that
+    the machine's drift from one repeat to the next cancels out."""
+    return statistics.median(t / b for t, b in zip(times, base, strict=True))
+
+
 def report(seconds: dict, repeats: int) -> str:
     lines = [
         (
             f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads; {EPOCHS} epochs, accumulation {ACCUMULATE}, clip {CLIP}, "
-            f"float32; median of {repeats} alternating runs."
+            f"float32; {repeats} repeats of the ways in shuffled order. Ratios: the median over repeats of "
+            "the two ways' times in the same repeat."
         ),
         "",
         "| size | way | ms per optimizer step (median, range) | ratio to hand-written |",
@@ -296,12 +308,11 @@ def report(seconds: dict, repeats: int) -> str:
     ]
     for size, ways in seconds.items():
         steps = optimizer_steps(size)
-        hand = statistics.median(ways["hand-written"])
         for way, values in ways.items():
             median = statistics.median(values)
             lines.append(
                 f"| {size} | {way} | {1000 * median / steps:.2f} ({1000 * min(values) / steps:.2f}-"
-                f"{1000 * max(values) / steps:.2f}) | {median / hand:.3f} |"
+                f"{1000 * max(values) / steps:.2f}) | {ratio(values, ways['hand-written']):.3f} |"
             )
     lines += [
         "",
@@ -310,8 +321,7 @@ def report(seconds: dict, repeats: int) -> str:
         "| --- | --- | --- | --- |",
     ]
     for size, ways in seconds.items():
-        gen = statistics.median(ways["generated"])
-        ratios = [gen / statistics.median(ways[way]) for way in ("hand-written", "Lightning", "Accelerate")]
+        ratios = [ratio(ways["generated"], ways[way]) for way in ("hand-written", "Lightning", "Accelerate")]
         lines.append(f"| {size} | {ratios[0]:.3f} | {ratios[1]:.3f} | {ratios[2]:.3f} |")
     return "\n".join(lines) + "\n"
 
@@ -325,7 +335,7 @@ def chart(seconds: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / len(WAYS)
     for i, way in enumerate(WAYS):
-        ratios = [statistics.median(ways[way]) / statistics.median(ways["hand-written"]) for ways in seconds.values()]
+        ratios = [ratio(ways[way], ways["hand-written"]) for ways in seconds.values()]
         ax.bar([x + i * width for x in range(len(seconds))], ratios, width, label=way)
     ax.axhline(1.0, color="gray", linewidth=0.8)
     ax.set_xticks([x + width * (len(WAYS) - 1) / 2 for x in range(len(seconds))], list(seconds))
@@ -339,7 +349,7 @@ def chart(seconds: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
-    parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--repeats", type=int, default=21)
     args = parser.parse_args()
     seconds = measure(args.sizes, args.repeats)
     text = report(seconds, args.repeats)

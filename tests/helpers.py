@@ -72,11 +72,11 @@ def checkpoint(path: Path) -> dict:
 
 
 def same_tensors(a: dict, b: dict) -> bool:
-    """Two state dicts with bit-identical tensors."""
+    """Two state dicts with bit-identical tensors (compared on the CPU: one may be on a GPU)."""
     import torch
 
-    return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+    return a.keys() == b.keys() and all(torch.equal(a[key].cpu(), b[key].cpu()) for key in a)
 
 
 def max_difference(a: dict, b: dict) -> float:
-    return max((a[key].float() - b[key].float()).abs().max().item() for key in a)
+    return max((a[key].float().cpu() - b[key].float().cpu()).abs().max().item() for key in a)

@@ -5,10 +5,12 @@ import hashlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from tests.helpers import checkpoint, load, metrics, render, run_main, run_script, same_tensors
 
@@ -101,14 +103,17 @@ def test_resume_without_a_checkpoint_is_refused(tmp_path, modules, capsys):
 
 def stop_after(module, monkeypatch, epoch):
     """Ctrl-C during `epoch`: the script finishes it, saves, and exits with 130."""
-    append = module.append_metrics
+    train_one_epoch = module.train_one_epoch
+    epochs = []
 
-    def append_then_stop(path, row):
-        append(path, row)
-        if row["epoch"] == epoch:
+    def train_then_stop(*args):
+        metrics = train_one_epoch(*args)
+        epochs.append(1)
+        if len(epochs) == epoch:
             module.STOP.set()
+        return metrics
 
-    monkeypatch.setattr(module, "append_metrics", append_then_stop)
+    monkeypatch.setattr(module, "train_one_epoch", train_then_stop)
 
 
 @pytest.mark.parametrize(
@@ -134,6 +139,27 @@ def test_resume_equals_the_uninterrupted_run(tmp_path, modules, monkeypatch, cap
     whole_state = whole.state_dict() if name == "classify" else whole[0].state_dict()
     resumed_state = resumed.state_dict() if name == "classify" else resumed[0].state_dict()
     assert same_tensors(whole_state, resumed_state)
+
+
+def test_a_data_loader_of_your_own_without_a_generator_resumes_exactly(tmp_path, modules, monkeypatch):
+    """build_data replaced by a user's loader that shuffles with torch's generator, not one of its own."""
+    module, args = modules["classify"], ["--epochs", 4, "--seed", 7, "--patience", 100]
+    build_data = module.build_data
+
+    def own_loaders(args):
+        train_loader, val_loader = build_data(args)
+        return DataLoader(train_loader.dataset, batch_size=args.batch_size, shuffle=True), val_loader
+
+    monkeypatch.setattr(module, "build_data", own_loaders)
+    whole = run_main(module, [*args, "--out-dir", tmp_path / "whole"])
+    with monkeypatch.context() as patch:
+        stop_after(module, patch, epoch=2)
+        with pytest.raises(SystemExit):
+            run_main(module, [*args, "--out-dir", tmp_path / "cut"])
+    assert checkpoint(tmp_path / "cut" / "last.pt")["rng"]["loader"] is None
+    resumed = run_main(module, [*args, "--out-dir", tmp_path / "cut", "--resume"])
+    assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
+    assert same_tensors(whole.state_dict(), resumed.state_dict())
 
 
 def test_resume_forgets_a_row_written_after_the_last_checkpoint(tmp_path, modules, monkeypatch):
@@ -230,6 +256,43 @@ def test_a_diverging_run_stops_naming_epoch_and_step(tmp_path, projects):
     result = run_script(projects["plain"], "--lr", "1e30", "--epochs", 3, "--out-dir", tmp_path / "run")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "error: epoch 1: the loss is" in result.stderr and "at step" in result.stderr
+
+
+def test_files_are_written_in_order_on_the_writer_thread_and_complete_when_the_run_ends(tmp_path, modules, monkeypatch):
+    module, out = modules["classify"], tmp_path / "run"
+    write_atomic, append_metrics = module.write_atomic, module.append_metrics
+    writes = []  # (file, the thread that wrote it)
+
+    def record(write, path, data):
+        writes.append((path.name, threading.current_thread()))
+        write(path, data)
+
+    monkeypatch.setattr(module, "write_atomic", lambda path, data: record(write_atomic, path, data))
+    monkeypatch.setattr(module, "append_metrics", lambda path, row: record(append_metrics, path, row))
+    run_main(module, ["--epochs", 4, "--seed", 3, "--patience", 100, "--out-dir", out])
+    assert all(thread is not threading.main_thread() for _, thread in writes)
+    names = [name for name, _ in writes]
+    assert [name for name in names if name != "best.pt"] == ["metrics.csv", "last.pt"] * 4, "a row, then its last.pt"
+    assert names.index("best.pt") < names.index("metrics.csv"), "an epoch's best.pt comes before its last.pt"
+    # the run returned: every file is complete and holds the last epoch
+    assert checkpoint(out / "last.pt")["epoch"] == 4 and len(metrics(out)) == 4
+    assert not any(out.glob("*.tmp"))
+
+
+def test_a_failed_write_stops_the_run_with_its_error(tmp_path, modules, monkeypatch):
+    module, out = modules["classify"], tmp_path / "run"
+    write_atomic = module.write_atomic
+
+    def disk_full_at_epoch_2(path, data):
+        if path.name == "last.pt" and len(metrics(out)) == 2:
+            raise OSError(28, "No space left on device")
+        write_atomic(path, data)
+
+    monkeypatch.setattr(module, "write_atomic", disk_full_at_epoch_2)
+    with pytest.raises(OSError, match="No space left on device"):
+        run_main(module, ["--epochs", 6, "--patience", 100, "--out-dir", out])
+    assert checkpoint(out / "last.pt")["epoch"] == 1, "the last good checkpoint is kept"
+    assert len(metrics(out)) <= 3, "at most the epoch training while the write failed goes on"
 
 
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path, modules, monkeypatch, capsys):

@@ -10,6 +10,7 @@ The file is yours to edit: replace build_data and build_model with your own data
 
 import argparse
 import csv
+import io
 import itertools
 import math
 import os
@@ -18,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -27,6 +29,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 RUN_FILES = ("metrics.csv", "last.pt", "best.pt")  # what a run writes; --overwrite removes them
 STOP = threading.Event()  # set by Ctrl-C: stop after this epoch
+WRITER = ThreadPoolExecutor(max_workers=1)  # writes the run's files while training goes on
+WRITES = []  # the writes handed to WRITER and not yet waited for
 
 # -----------------------------------------------------------------------------
 # options
@@ -180,12 +184,31 @@ def make_out_dir(args):
             number += 1
 
 
-def save_atomic(obj, path):
+def write_later(function, *args):
+    """Call function(*args) on the writer thread, after the writes handed to it before."""
+    WRITES.append(WRITER.submit(function, *args))
+
+
+def wait_for_writes():
+    """Return once every write handed to the writer thread is done; raise the error of one that failed."""
+    for write in WRITES:
+        write.result()
+    WRITES.clear()
+
+
+def save_later(obj, path):
+    """torch.save obj into memory now, a copy that training cannot change, for the writer thread."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_later(write_atomic, path, buffer.getbuffer())
+
+
+def write_atomic(path, data):
     """Write to a temporary file, flush it to disk, then rename: a kill at any moment leaves the old
     file or the new one, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        torch.save(obj, f)
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -315,8 +338,9 @@ def train(args, argv):
     }
     start_epoch, saved_epoch = 1, 0
     if args.resume:
-        # our own file: it holds RNG states and options, which weights_only loading refuses
-        checkpoint = torch.load(out_dir / "last.pt", map_location=device, weights_only=False)
+        # our own file: it holds RNG states and options, which weights_only loading refuses; on the CPU,
+        # where RNG states must be (load_state_dict moves the rest to the model's device)
+        checkpoint = torch.load(out_dir / "last.pt", map_location="cpu", weights_only=False)
         for name, obj in stateful.items():
             obj.load_state_dict(checkpoint[name])
         set_rng_state(checkpoint["rng"], train_loader)
@@ -347,8 +371,9 @@ def train(args, argv):
                 "args": vars(args),
                 "rng": rng_state(train_loader),
             }
-            append_metrics(out_dir / "metrics.csv", row)
-            save_atomic(checkpoint, out_dir / "last.pt")
+            wait_for_writes()  # the last epoch's: at most one epoch's files wait in memory
+            write_later(append_metrics, out_dir / "metrics.csv", row)
+            save_later(checkpoint, out_dir / "last.pt")
             saved_epoch = epoch
             if STOP.is_set():
                 exit_stopped(argv, out_dir, saved_epoch)
@@ -356,6 +381,8 @@ def train(args, argv):
         exit_stopped(argv, out_dir, saved_epoch)
     except FloatingPointError as err:
         sys.exit(f"error: epoch {epoch}: {err}; stopped, last.pt keeps epoch {saved_epoch}")
+    finally:
+        wait_for_writes()  # every file is on disk before the run ends
     return model
 
 

@@ -10,6 +10,7 @@ The file is yours to edit: replace build_data and build_model with your own data
 
 import argparse
 import csv
+import io
 import itertools
 import math
 import os
@@ -19,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 RUN_FILES = ("metrics.csv", "last.pt", "best.pt")  # what a run writes; --overwrite removes them
 STOP = threading.Event()  # set by Ctrl-C: stop after this epoch
+WRITER = ThreadPoolExecutor(max_workers=1)  # writes the run's files while training goes on
+WRITES = []  # the writes handed to WRITER and not yet waited for
 
 # -----------------------------------------------------------------------------
 # options
@@ -316,12 +320,31 @@ def make_out_dir(args):
             number += 1
 
 
-def save_atomic(obj, path):
+def write_later(function, *args):
+    """Call function(*args) on the writer thread, after the writes handed to it before."""
+    WRITES.append(WRITER.submit(function, *args))
+
+
+def wait_for_writes():
+    """Return once every write handed to the writer thread is done; raise the error of one that failed."""
+    for write in WRITES:
+        write.result()
+    WRITES.clear()
+
+
+def save_later(obj, path):
+    """torch.save obj into memory now, a copy that training cannot change, for the writer thread."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_later(write_atomic, path, buffer.getbuffer())
+
+
+def write_atomic(path, data):
     """Write to a temporary file, flush it to disk, then rename: a kill at any moment leaves the old
     file or the new one, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        torch.save(obj, f)
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -361,7 +384,8 @@ def rng_state(train_loader):
         "cuda": torch.cuda.get_rng_state_all(),
         "python": random.getstate(),
         "numpy": np.random.get_state(),
-        "loader": train_loader.generator.get_state(),
+        # a DataLoader given no generator of its own shuffles with torch's, saved above
+        "loader": train_loader.generator.get_state() if train_loader.generator else None,
     }
 
 
@@ -370,7 +394,8 @@ def set_rng_state(state, train_loader):
     torch.cuda.set_rng_state_all(state["cuda"])
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    train_loader.generator.set_state(state["loader"])
+    if state["loader"] is not None:
+        train_loader.generator.set_state(state["loader"])
 
 
 def request_stop(signum, frame):
@@ -481,8 +506,9 @@ def train(args, argv):
     }
     start_epoch, saved_epoch = 1, 0
     if args.resume:
-        # our own file: it holds RNG states and options, which weights_only loading refuses
-        checkpoint = torch.load(out_dir / "last.pt", map_location=device, weights_only=False)
+        # our own file: it holds RNG states and options, which weights_only loading refuses; on the CPU,
+        # where RNG states must be (load_state_dict moves the rest to the model's device)
+        checkpoint = torch.load(out_dir / "last.pt", map_location="cpu", weights_only=False)
         for name, obj in stateful.items():
             obj.load_state_dict(checkpoint[name])
         set_rng_state(checkpoint["rng"], train_loader)
@@ -517,11 +543,12 @@ def train(args, argv):
                 "args": vars(args),
                 "rng": rng_state(train_loader),
             }
+            wait_for_writes()  # the last epoch's: at most one epoch's files wait in memory
             if improved:
                 best = {"epoch": epoch, "monitor": args.monitor, "best_metric": row[args.monitor]}
-                save_atomic({"model": model.state_dict(), **best}, out_dir / "best.pt")
-            append_metrics(out_dir / "metrics.csv", row)
-            save_atomic(checkpoint, out_dir / "last.pt")
+                save_later({"model": model.state_dict(), **best}, out_dir / "best.pt")
+            write_later(append_metrics, out_dir / "metrics.csv", row)
+            save_later(checkpoint, out_dir / "last.pt")
             saved_epoch = epoch
             if STOP.is_set():
                 exit_stopped(argv, out_dir, saved_epoch)
@@ -532,6 +559,8 @@ def train(args, argv):
         exit_stopped(argv, out_dir, saved_epoch)
     except FloatingPointError as err:
         sys.exit(f"error: epoch {epoch}: {err}; stopped, last.pt keeps epoch {saved_epoch}")
+    finally:
+        wait_for_writes()  # every file is on disk before the run ends
     best = torch.load(out_dir / "best.pt", map_location=device)
     model.load_state_dict(best["model"])
     print(f"best: epoch {best['epoch']}, {args.monitor} {best['best_metric']:.5f}; its weights are loaded")

@@ -19,6 +19,7 @@ of a centre, modes_covered the number of centres with at least 10 such samples.
 
 import argparse
 import csv
+import io
 import math
 import os
 import shlex
@@ -27,6 +28,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -34,6 +36,8 @@ from torch import nn
 
 RUN_FILES = ("metrics.csv", "last.pt", "best.pt")  # what a run writes; --overwrite removes them
 STOP = threading.Event()  # set by Ctrl-C: stop after this epoch
+WRITER = ThreadPoolExecutor(max_workers=1)  # writes the run's files while training goes on
+WRITES = []  # the writes handed to WRITER and not yet waited for
 
 # -----------------------------------------------------------------------------
 # options
@@ -286,12 +290,31 @@ def make_out_dir(args):
             number += 1
 
 
-def save_atomic(obj, path):
+def write_later(function, *args):
+    """Call function(*args) on the writer thread, after the writes handed to it before."""
+    WRITES.append(WRITER.submit(function, *args))
+
+
+def wait_for_writes():
+    """Return once every write handed to the writer thread is done; raise the error of one that failed."""
+    for write in WRITES:
+        write.result()
+    WRITES.clear()
+
+
+def save_later(obj, path):
+    """torch.save obj into memory now, a copy that training cannot change, for the writer thread."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_later(write_atomic, path, buffer.getbuffer())
+
+
+def write_atomic(path, data):
     """Write to a temporary file, flush it to disk, then rename: a kill at any moment leaves the old
     file or the new one, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        torch.save(obj, f)
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -465,8 +488,9 @@ def train(args, argv):
     eval_noise = torch.randn(2500, args.latent_dim, generator=torch.Generator().manual_seed(0)).to(device)
     start_epoch, saved_epoch = 1, 0
     if args.resume:
-        # our own file: it holds RNG states and options, which weights_only loading refuses
-        checkpoint = torch.load(out_dir / "last.pt", map_location=device, weights_only=False)
+        # our own file: it holds RNG states and options, which weights_only loading refuses; on the CPU,
+        # where RNG states must be (load_state_dict moves the rest to the model's device)
+        checkpoint = torch.load(out_dir / "last.pt", map_location="cpu", weights_only=False)
         for name, obj in stateful.items():
             obj.load_state_dict(checkpoint[name])
         set_rng_state(checkpoint["rng"])
@@ -511,11 +535,12 @@ def train(args, argv):
                 "args": vars(args),
                 "rng": rng_state(),
             }
+            wait_for_writes()  # the last epoch's: at most one epoch's files wait in memory
             if improved:
                 best = {"epoch": epoch, "monitor": args.monitor, "best_metric": row[args.monitor]}
-                save_atomic({"generator": generator.state_dict(), **best}, out_dir / "best.pt")
-            append_metrics(out_dir / "metrics.csv", row)
-            save_atomic(checkpoint, out_dir / "last.pt")
+                save_later({"generator": generator.state_dict(), **best}, out_dir / "best.pt")
+            write_later(append_metrics, out_dir / "metrics.csv", row)
+            save_later(checkpoint, out_dir / "last.pt")
             saved_epoch = epoch
             if STOP.is_set():
                 exit_stopped(argv, out_dir, saved_epoch)
@@ -526,6 +551,8 @@ def train(args, argv):
         exit_stopped(argv, out_dir, saved_epoch)
     except FloatingPointError as err:
         sys.exit(f"error: epoch {epoch}: {err}; stopped, last.pt keeps epoch {saved_epoch}")
+    finally:
+        wait_for_writes()  # every file is on disk before the run ends
     best = torch.load(out_dir / "best.pt", map_location=device)
     generator.load_state_dict(best["generator"])
     print(f"best: epoch {best['epoch']}, {args.monitor} {best['best_metric']:.5f}; its weights are loaded")
