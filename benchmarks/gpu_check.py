@@ -32,7 +32,8 @@ class DeviceBatches:
     generator = None  # shuffles with torch's generator, as the script's checkpoint expects
 
     def __init__(self, x, y, shuffle):
-        self.x, self.y, self.shuffle, self.sampler = x.cuda(), y.cuda(), shuffle, range(len(x))
+        self.x, self.y, self.shuffle = x.cuda(), y.cuda(), shuffle
+        self.sampler = range(len(x))  # the script divides the epoch's summed loss by len(loader.sampler)
 
     def __len__(self):
         return math.ceil(len(self.x) / BATCH)
