@@ -57,23 +57,33 @@ def test_same_seed_same_run(tmp_path, script):
     assert not same_tensors(runs[0].state_dict(), runs[2].state_dict()), "another seed, another run"
 
 
-@pytest.mark.parametrize(
-    "tricks", [{"seed": True, "accumulate": True}, {"seed": True, "accumulate": True, "clip": True}]
-)
-def test_accumulated_micro_batches_equal_one_large_batch(tmp_path, script, tricks):
-    """K micro-batches of B against K=1 with batches of K*B, the same seed, 2 epochs. 2,000 samples
-    do not divide into windows of 64, so each epoch ends with a short window of 16."""
-    module = script(**tricks)
+@pytest.mark.parametrize(("clip", "batch"), [(False, 16), (True, 16), (False, 48)])
+def test_accumulated_micro_batches_equal_one_large_batch(tmp_path, script, clip, batch):
+    """4 micro-batches of B against batches of 4*B in the script without --accumulate, the same seed,
+    2 epochs. 2,000 samples do not divide into windows of 4*B: with B=16 each epoch ends with a
+    window of one batch (16 samples), with B=48 with a full batch and a short one (48 + 32 samples).
+    The --accumulate script with 1 micro-batch per step must give the large batches' run too."""
+    accumulating = script(seed=True, accumulate=True, clip=clip)
     common = ["--epochs", 2, "--seed", 3, "--warmup-steps", 5]
-    small = run_main(module, [*common, "--accumulate-steps", 4, "--batch-size", 16, "--out-dir", tmp_path / "k4"])
-    large = run_main(module, [*common, "--accumulate-steps", 1, "--batch-size", 64, "--out-dir", tmp_path / "k1"])
-    assert max_difference(small.state_dict(), large.state_dict()) < 1e-5
-    for a, b in zip(metrics(tmp_path / "k4"), metrics(tmp_path / "k1")):
-        assert float(a["lr"]) == float(b["lr"]), "the schedule steps once per optimizer step"
-        assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), rel=1e-5)
+    runs = {
+        "k4": run_main(
+            accumulating, [*common, "--accumulate-steps", 4, "--batch-size", batch, "--out-dir", tmp_path / "k4"]
+        ),
+        "k1": run_main(
+            accumulating, [*common, "--accumulate-steps", 1, "--batch-size", 4 * batch, "--out-dir", tmp_path / "k1"]
+        ),
+    }
+    large = run_main(
+        script(seed=True, clip=clip), [*common, "--batch-size", 4 * batch, "--out-dir", tmp_path / "large"]
+    )
+    for name, model in runs.items():
+        assert max_difference(model.state_dict(), large.state_dict()) < 1e-5, name
+        for a, b in zip(metrics(tmp_path / name), metrics(tmp_path / "large"), strict=True):
+            assert float(a["lr"]) == float(b["lr"]), "the schedule steps once per optimizer step"
+            assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), rel=1e-5)
     # the weights moved: the comparison is not between two untrained models
-    untouched = script(**tricks).build_model(module.parse_args([]))
-    assert max_difference(small.state_dict(), untouched.state_dict()) > 1e-2
+    untouched = script(seed=True, clip=clip).build_model(accumulating.parse_args([]))
+    assert max_difference(large.state_dict(), untouched.state_dict()) > 1e-2
 
 
 def test_lr_plot_does_not_change_the_run(tmp_path, script):

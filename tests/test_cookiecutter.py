@@ -2,6 +2,7 @@
 `tricks new` renders, and cookiecutter.json asks exactly the Options' questions."""
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import fields
@@ -15,11 +16,14 @@ from tests.test_cli import snapshot
 
 
 def plain_cookiecutter(out, *extra):
+    scratch = out.parent / "tmp"  # cookiecutter leaves its hook scripts in the temporary folder
+    scratch.mkdir(exist_ok=True)
     return subprocess.run(
         [sys.executable, "-m", "cookiecutter", "--no-input", str(template_dir()), "-o", str(out), *extra],
         capture_output=True,
         text=True,
         check=False,
+        env={**os.environ, "TMPDIR": str(scratch)},
     )
 
 

@@ -11,7 +11,6 @@ The file is yours to edit: replace build_data and build_model with your own data
 import argparse
 import csv
 import io
-import itertools
 import math
 import os
 import shlex
@@ -145,13 +144,6 @@ def build_scheduler(optimizer, args, total_steps):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def windows(loader, size):
-    """The loader's batches in windows of `size`, one optimizer step each; the last may be short."""
-    batches = iter(loader)
-    while window := list(itertools.islice(batches, size)):
-        yield window
-
-
 def pick_device(name):
     """--device: a name, or auto for cuda, else mps, else cpu."""
     if name != "auto":
@@ -281,18 +273,26 @@ def train_one_epoch(model, train_loader, optimizer, scheduler, args):
     model.train()
     device = next(model.parameters()).device
     batch_losses = []  # tensors, each a batch's summed loss: no sync with the device in the loop
-    for window in windows(train_loader, args.accumulate_steps):
-        # each micro-batch counts by its share of the window's samples: the window's gradient is their
-        # mean, as one batch of them all would give, and a short last window still makes a full step
-        window_samples = sum(len(y) for _, y in window)
-        for x, y in window:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = F.cross_entropy(model(x), y)
-            (loss * (len(y) / window_samples)).backward()
-            batch_losses.append(loss.detach() * len(y))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
+    # each micro-batch counts by its share of a full window's samples, so that a window's gradient is their
+    # mean, as one batch of them all would give; a short last window is rescaled to its own samples' mean
+    full_window = args.accumulate_steps * args.batch_size
+    window_samples = 0
+    for i, (x, y) in enumerate(train_loader, 1):
+        window_ends = i % args.accumulate_steps == 0 or i == len(train_loader)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = F.cross_entropy(model(x), y)
+        (loss * (len(y) / full_window)).backward()
+        batch_losses.append(loss.detach() * len(y))
+        window_samples += len(y)
+        if window_ends:
+            if window_samples != full_window:
+                for p in model.parameters():
+                    if p.grad is not None:
+                        p.grad *= full_window / window_samples
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            window_samples = 0
     losses = torch.stack(batch_losses)
     if not torch.isfinite(losses).all():
         step = int(torch.nonzero(~torch.isfinite(losses))[0]) + 1
@@ -306,15 +306,18 @@ def evaluate(model, val_loader):
     """Mean loss and accuracy over the validation set."""
     model.eval()
     device = next(model.parameters()).device
-    totals = torch.zeros(3, device=device)  # summed loss, correct predictions, samples
+    losses, correct = [], []  # each batch's, as tensors: no sync with the device in the loop
+    samples = 0
     for x, y in val_loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = model(x)
-        totals[0] += F.cross_entropy(logits, y, reduction="sum")
-        totals[1] += (logits.argmax(dim=1) == y).sum()
-        totals[2] += len(y)
-    loss, correct, count = totals.tolist()
-    return {"val_loss": loss / count, "val_acc": correct / count}
+        losses.append(F.cross_entropy(logits, y, reduction="sum"))
+        correct.append((logits.argmax(dim=1) == y).sum())
+        samples += len(y)
+    # summed loss, correct predictions, samples
+    totals = torch.stack([torch.stack(losses).sum(), torch.stack(correct).sum(), torch.tensor(samples, device=device)])
+    total_loss, total_correct, count = totals.tolist()
+    return {"val_loss": total_loss / count, "val_acc": total_correct / count}
 
 
 # -----------------------------------------------------------------------------

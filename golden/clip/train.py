@@ -317,15 +317,18 @@ def evaluate(model, val_loader):
     """Mean loss and accuracy over the validation set."""
     model.eval()
     device = next(model.parameters()).device
-    totals = torch.zeros(3, device=device)  # summed loss, correct predictions, samples
+    losses, correct = [], []  # each batch's, as tensors: no sync with the device in the loop
+    samples = 0
     for x, y in val_loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = model(x)
-        totals[0] += F.cross_entropy(logits, y, reduction="sum")
-        totals[1] += (logits.argmax(dim=1) == y).sum()
-        totals[2] += len(y)
-    loss, correct, count = totals.tolist()
-    return {"val_loss": loss / count, "val_acc": correct / count}
+        losses.append(F.cross_entropy(logits, y, reduction="sum"))
+        correct.append((logits.argmax(dim=1) == y).sum())
+        samples += len(y)
+    # summed loss, correct predictions, samples
+    totals = torch.stack([torch.stack(losses).sum(), torch.stack(correct).sum(), torch.tensor(samples, device=device)])
+    total_loss, total_correct, count = totals.tolist()
+    return {"val_loss": total_loss / count, "val_acc": total_correct / count}
 
 
 # -----------------------------------------------------------------------------

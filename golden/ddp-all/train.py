@@ -13,7 +13,6 @@ import argparse
 import builtins
 import csv
 import io
-import itertools
 import math
 import os
 import random
@@ -202,13 +201,6 @@ def seed_worker(worker_id):
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
-
-
-def windows(loader, size):
-    """The loader's batches in windows of `size`, one optimizer step each; the last may be short."""
-    batches = iter(loader)
-    while window := list(itertools.islice(batches, size)):
-        yield window
 
 
 def pick_amp_dtype(name, device):
@@ -477,28 +469,36 @@ def train_one_epoch(model, train_loader, optimizer, scheduler, autocast, scaler,
     batch_losses = []  # tensors, each a batch's summed loss: no sync with the device in the loop
     skipped_steps = 0
     grad_norms = []
-    for window in windows(train_loader, args.accumulate_steps):
-        # each micro-batch counts by its share of the window's samples: the window's gradient is their
-        # mean, as one batch of them all would give, and a short last window still makes a full step
-        window_samples = sum(len(y) for _, y in window)
-        for i, (x, y) in enumerate(window):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            # all-reduce the gradients once per optimizer step, on the window's last micro-batch
-            with model.no_sync() if i < len(window) - 1 else nullcontext():
-                with autocast:
-                    loss = F.cross_entropy(model(x), y)
-                scaler.scale(loss * (len(y) / window_samples)).backward()
-            batch_losses.append(loss.detach() * len(y))
-        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-        grad_norms.append(clip_gradients(model, args))  # once per step, after the whole window
-        scale = scaler.get_scale()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        if scaler.get_scale() < scale:
-            skipped_steps += 1  # float16 overflow: the scaler skipped the step, so the schedule waits too
-        else:
-            scheduler.step()
+    # each micro-batch counts by its share of a full window's samples, so that a window's gradient is their
+    # mean, as one batch of them all would give; a short last window is rescaled to its own samples' mean
+    full_window = args.accumulate_steps * args.batch_size
+    window_samples = 0
+    for i, (x, y) in enumerate(train_loader, 1):
+        window_ends = i % args.accumulate_steps == 0 or i == len(train_loader)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        # all-reduce the gradients once per optimizer step, on the window's last micro-batch
+        with nullcontext() if window_ends else model.no_sync():
+            with autocast:
+                loss = F.cross_entropy(model(x), y)
+            scaler.scale(loss * (len(y) / full_window)).backward()
+        batch_losses.append(loss.detach() * len(y))
+        window_samples += len(y)
+        if window_ends:
+            if window_samples != full_window:
+                for p in model.parameters():
+                    if p.grad is not None:
+                        p.grad *= full_window / window_samples
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            grad_norms.append(clip_gradients(model, args))  # once per step, after the whole window
+            scale = scaler.get_scale()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            if scaler.get_scale() < scale:
+                skipped_steps += 1  # float16 overflow: the scaler skipped the step, so the schedule waits too
+            else:
+                scheduler.step()
+            window_samples = 0
     losses = torch.stack(batch_losses)
     dist.all_reduce(losses)  # summed over the ranks: every rank sees the same numbers
     if not torch.isfinite(losses).all():
@@ -515,17 +515,20 @@ def evaluate(model, val_loader, autocast):
     """Mean loss and accuracy over the validation set."""
     model.eval()
     device = next(model.parameters()).device
-    totals = torch.zeros(3, device=device)  # summed loss, correct predictions, samples
+    losses, correct = [], []  # each batch's, as tensors: no sync with the device in the loop
+    samples = 0
     for x, y in val_loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast:
             logits = model(x)
-            totals[0] += F.cross_entropy(logits, y, reduction="sum")
-        totals[1] += (logits.argmax(dim=1) == y).sum()
-        totals[2] += len(y)
+            losses.append(F.cross_entropy(logits, y, reduction="sum"))
+        correct.append((logits.argmax(dim=1) == y).sum())
+        samples += len(y)
+    # summed loss, correct predictions, samples
+    totals = torch.stack([torch.stack(losses).sum(), torch.stack(correct).sum(), torch.tensor(samples, device=device)])
     dist.all_reduce(totals)  # summed over the ranks: every rank sees the same numbers
-    loss, correct, count = totals.tolist()
-    return {"val_loss": loss / count, "val_acc": correct / count}
+    total_loss, total_correct, count = totals.tolist()
+    return {"val_loss": total_loss / count, "val_acc": total_correct / count}
 
 
 # -----------------------------------------------------------------------------
