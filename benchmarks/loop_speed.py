@@ -98,6 +98,12 @@ def schedule(total_steps: int):
     return factor
 
 
+def make_optimizer(parameters, size: str):
+    """The generated script's optimizer and schedule, for the other ways: (optimizer, scheduler)."""
+    optimizer = torch.optim.AdamW(parameters, lr=LR, fused=True)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(optimizer_steps(size)))
+
+
 # -----------------------------------------------------------------------------
 # the ways
 
@@ -164,8 +170,7 @@ def hand_written(size: str, out_dir: Path, module=None) -> None:
     the best weights reloaded at the end. It writes in the main thread, as such scripts do."""
     train_loader, val_loader = make_loaders(size)
     model = make_model(size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, fused=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(optimizer_steps(size)))
+    optimizer, scheduler = make_optimizer(model.parameters(), size)
     best = math.inf
     for epoch in range(1, EPOCHS + 1):
         train_epoch(model, train_loader, optimizer, scheduler)
@@ -184,8 +189,7 @@ def minimal(size: str, out_dir: Path, module=None) -> None:
     """The least a person writes for the work: train, validate the loss, save the best."""
     train_loader, val_loader = make_loaders(size)
     model = make_model(size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, fused=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(optimizer_steps(size)))
+    optimizer, scheduler = make_optimizer(model.parameters(), size)
     best = math.inf
     for _ in range(EPOCHS):
         train_epoch(model, train_loader, optimizer, scheduler)
@@ -213,8 +217,7 @@ def lightning(size: str, out_dir: Path, module=None) -> None:
             self.log("val_loss", F.cross_entropy(self.model(x), y), on_epoch=True)
 
         def configure_optimizers(self):
-            optimizer = torch.optim.AdamW(self.parameters(), lr=LR, fused=True)
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(optimizer_steps(size)))
+            optimizer, scheduler = make_optimizer(self.parameters(), size)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     train_loader, val_loader = make_loaders(size)
@@ -243,8 +246,7 @@ def accelerate(size: str, out_dir: Path, module=None) -> None:
     accelerator = Accelerator(cpu=True, gradient_accumulation_steps=ACCUMULATE, mixed_precision="no")
     train_loader, val_loader = make_loaders(size)
     model = make_model(size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, fused=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(optimizer_steps(size)))
+    optimizer, scheduler = make_optimizer(model.parameters(), size)
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, scheduler
     )

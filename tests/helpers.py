@@ -44,6 +44,14 @@ def run_main(module, argv: list[str]):
         signal.signal(signal.SIGINT, handler)
 
 
+def scratch_env(beside: Path) -> dict[str, str]:
+    """os.environ with TMPDIR in a folder beside `beside`: what a subprocess leaves in its temporary
+    folder (torchrun's rendezvous folders, cookiecutter's hook scripts) stays in the test's folder."""
+    scratch = Path(beside).parent / "tmp"
+    scratch.mkdir(exist_ok=True)
+    return {**os.environ, "TMPDIR": str(scratch)}
+
+
 def run_script(project: Path, *args, timeout: float = 300, check: bool = False, **popen) -> subprocess.CompletedProcess:
     """`python train.py ARGS` in the project folder, as a user runs it."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **popen.pop("env", {})}

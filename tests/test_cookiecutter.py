@@ -2,7 +2,6 @@
 `tricks new` renders, and cookiecutter.json asks exactly the Options' questions."""
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import fields
@@ -12,18 +11,17 @@ import pytest
 from generator.options import Options
 from generator.render import render_project, template_dir
 from generator.tricks import TRICKS
+from tests.helpers import scratch_env
 from tests.test_cli import snapshot
 
 
 def plain_cookiecutter(out, *extra):
-    scratch = out.parent / "tmp"  # cookiecutter leaves its hook scripts in the temporary folder
-    scratch.mkdir(exist_ok=True)
     return subprocess.run(
         [sys.executable, "-m", "cookiecutter", "--no-input", str(template_dir()), "-o", str(out), *extra],
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "TMPDIR": str(scratch)},
+        env=scratch_env(out),
     )
 
 

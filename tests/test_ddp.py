@@ -9,21 +9,14 @@ import time
 
 import pytest
 
-from tests.helpers import ROOT, checkpoint, max_difference, metrics, render, run_script, same_tensors
+from tests.helpers import ROOT, checkpoint, max_difference, metrics, render, run_script, same_tensors, scratch_env
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py"]
 
 
-def torchrun_env(project):
-    """The environment, with torchrun's temporary folders beside the project rather than left in /tmp."""
-    scratch = project.parent / "tmp"
-    scratch.mkdir(exist_ok=True)
-    return {**os.environ, "TMPDIR": str(scratch)}
-
-
 def torchrun(project, *args, timeout=240):
     return subprocess.run([*TORCHRUN, *map(str, args)], cwd=project, capture_output=True, text=True, timeout=timeout,
-                          check=False, env=torchrun_env(project))  # fmt: skip
+                          check=False, env=scratch_env(project))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +112,7 @@ def test_resume_under_torchrun_equals_the_uninterrupted_run(tmp_path, projects):
     ok(torchrun(projects["six"], *args, "--out-dir", tmp_path / "whole"))
     out = tmp_path / "cut"
     process = subprocess.Popen([*TORCHRUN, *map(str, args), "--out-dir", str(out)], cwd=projects["six"],
-                               env=torchrun_env(projects["six"]), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=scratch_env(projects["six"]), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                start_new_session=True)  # fmt: skip
     deadline = time.time() + 120
     while not ((out / "metrics.csv").exists() and len(metrics(out)) >= 2):
