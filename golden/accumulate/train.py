@@ -272,7 +272,7 @@ def train_one_epoch(model, train_loader, optimizer, scheduler, args):
     """One pass over the training set; returns the epoch's training metrics."""
     model.train()
     device = next(model.parameters()).device
-    batch_losses = []  # tensors, each a batch's summed loss: no sync with the device in the loop
+    batch_losses, batch_sizes = [], []  # each batch's mean loss as a tensor: no sync with the device in the loop
     # each micro-batch counts by its share of a full window's samples, so that a window's gradient is their
     # mean, as one batch of them all would give; a short last window is rescaled to its own samples' mean
     full_window = args.accumulate_steps * args.batch_size
@@ -282,7 +282,8 @@ def train_one_epoch(model, train_loader, optimizer, scheduler, args):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss = F.cross_entropy(model(x), y)
         (loss * (len(y) / full_window)).backward()
-        batch_losses.append(loss.detach() * len(y))
+        batch_losses.append(loss.detach())
+        batch_sizes.append(len(y))
         window_samples += len(y)
         if window_ends:
             if window_samples != full_window:
@@ -293,7 +294,7 @@ def train_one_epoch(model, train_loader, optimizer, scheduler, args):
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             window_samples = 0
-    losses = torch.stack(batch_losses)
+    losses = torch.stack(batch_losses) * torch.tensor(batch_sizes, device=device)  # each batch's summed loss
     if not torch.isfinite(losses).all():
         step = int(torch.nonzero(~torch.isfinite(losses))[0]) + 1
         raise FloatingPointError(f"the loss is {losses[step - 1].item()} at step {step}")

@@ -416,7 +416,7 @@ def train_one_epoch(model, train_loader, optimizer, scheduler, autocast, scaler,
     """One pass over the training set; returns the epoch's training metrics."""
     model.train()
     device = next(model.parameters()).device
-    batch_losses = []  # tensors, each a batch's summed loss: no sync with the device in the loop
+    batch_losses, batch_sizes = [], []  # each batch's mean loss as a tensor: no sync with the device in the loop
     skipped_steps = 0
     grad_norms = []
     # each micro-batch counts by its share of a full window's samples, so that a window's gradient is their
@@ -429,7 +429,8 @@ def train_one_epoch(model, train_loader, optimizer, scheduler, autocast, scaler,
         with autocast:
             loss = F.cross_entropy(model(x), y)
         scaler.scale(loss * (len(y) / full_window)).backward()
-        batch_losses.append(loss.detach() * len(y))
+        batch_losses.append(loss.detach())
+        batch_sizes.append(len(y))
         window_samples += len(y)
         if window_ends:
             if window_samples != full_window:
@@ -447,7 +448,7 @@ def train_one_epoch(model, train_loader, optimizer, scheduler, autocast, scaler,
             else:
                 scheduler.step()
             window_samples = 0
-    losses = torch.stack(batch_losses)
+    losses = torch.stack(batch_losses) * torch.tensor(batch_sizes, device=device)  # each batch's summed loss
     if not torch.isfinite(losses).all():
         step = int(torch.nonzero(~torch.isfinite(losses))[0]) + 1
         raise FloatingPointError(f"the loss is {losses[step - 1].item()} at step {step}")

@@ -304,16 +304,17 @@ def train_one_epoch(model, train_loader, optimizer, scheduler, args):
     """One pass over the training set; returns the epoch's training metrics."""
     model.train()
     device = next(model.parameters()).device
-    batch_losses = []  # tensors, each a batch's summed loss: no sync with the device in the loop
+    batch_losses, batch_sizes = [], []  # each batch's mean loss as a tensor: no sync with the device in the loop
     for x, y in train_loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss = F.cross_entropy(model(x), y)
         loss.backward()
-        batch_losses.append(loss.detach() * len(y))
+        batch_losses.append(loss.detach())
+        batch_sizes.append(len(y))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-    losses = torch.stack(batch_losses)
+    losses = torch.stack(batch_losses) * torch.tensor(batch_sizes, device=device)  # each batch's summed loss
     if not torch.isfinite(losses).all():
         step = int(torch.nonzero(~torch.isfinite(losses))[0]) + 1
         raise FloatingPointError(f"the loss is {losses[step - 1].item()} at step {step}")
