@@ -21,7 +21,7 @@ shrinks as the work grows; the small sizes get more repeats, which cost little a
 needs. Targets: generated / hand-written <= 1.03 at every size; generated / Lightning <= 0.70 on tiny
 and small. Writes benchmarks/results/loop_speed.md and loop_speed.png.
 
-    python benchmarks/loop_speed.py               # all sizes (about 20 minutes on 2 cores)
+    python benchmarks/loop_speed.py               # all sizes (about 30 minutes on 2 cores)
     python benchmarks/loop_speed.py --sizes tiny --repeats 4
 """
 

@@ -1,0 +1,46 @@
+"""The loop-speed benchmark compares what it says it compares: its ratios pair runs of the same repeat,
+its report shows the measurement's noise, and its hand-written loop does the generated script's work
+(the minimal loop less). Lightning and Accelerate, benchmark extras, are not needed here."""
+
+import pytest
+import torch
+
+from tests.helpers import ROOT, load
+
+loop_speed = load(ROOT / "benchmarks" / "loop_speed.py")
+
+
+def test_a_ratio_is_the_median_of_paired_ratios():
+    # repeat by repeat: 2, 0.5 and 1, whose median is 1; the lists' own medians (4 and 6) would give 0.67
+    assert loop_speed.ratio([2.0, 4.0, 6.0], [1.0, 8.0, 6.0]) == 1.0
+    with pytest.raises(ValueError):
+        loop_speed.ratio([1.0, 2.0], [1.0])
+
+
+def test_the_report_gives_each_target_and_the_noise():
+    seconds = {"tiny": {way: [1.0, 1.0] for way in loop_speed.WAYS}}
+    seconds["tiny"]["generated"] = [1.02, 1.04]
+    seconds["tiny"][loop_speed.CONTROL] = [0.99, 0.97]
+    *_, header, _, summary = loop_speed.report(seconds).splitlines()
+    assert "generated / hand-written (target <= 1.03)" in header
+    assert header.endswith("| noise: hand-written, again / hand-written |")
+    assert summary.startswith("| tiny | 1.030 |") and summary.endswith("| 0.980 |")
+
+
+@pytest.mark.slow
+def test_the_hand_written_loop_does_the_generated_scripts_work(tmp_path):
+    module = loop_speed.render_generated()
+    files = {}
+    for way in ("generated", "hand-written", "hand-written, best.pt only"):
+        out = tmp_path / way.replace(" ", "_").replace(",", "")
+        out.mkdir()
+        with loop_speed.quiet():
+            loop_speed.WAYS[way]("tiny", out, module)
+        files[way] = sorted(path.name for path in out.iterdir())
+    assert files["generated"] == ["best.pt", "last.pt", "metrics.csv"]
+    assert files["hand-written"] == ["best.pt", "last.pt"]
+    assert files["hand-written, best.pt only"] == ["best.pt"]
+    generated = torch.load(tmp_path / "generated" / "last.pt", weights_only=False)
+    hand = torch.load(tmp_path / "hand-written" / "last.pt", weights_only=False)
+    assert {"model", "optimizer", "scheduler", "epoch"} <= set(generated) & set(hand)
+    assert hand["epoch"] == generated["epoch"] == loop_speed.EPOCHS
