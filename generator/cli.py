@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -27,6 +29,8 @@ class OneLineErrors(TyperGroup):
         try:
             result = super().main(*args, standalone_mode=False, **kwargs)
         except typer.TyperException as err:  # typer's own click: usage errors, bad values
+            if not err.format_message():  # `tricks` alone: the help is printed, and nothing else to say
+                sys.exit(err.exit_code)
             hint = f" (see: {err.ctx.command_path} --help)" if getattr(err, "ctx", None) else ""
             message, code = err.format_message() + hint, err.exit_code
         except TricksError as err:
@@ -54,8 +58,9 @@ app = typer.Typer(
     cls=OneLineErrors,
     help="Generate a plain-PyTorch train.py with exactly the training tricks you pick.",
     epilog=EXAMPLES,
-    rich_markup_mode="markdown",
+    rich_markup_mode=None,  # plain help, as git's: flags without a "<bool>" beside them
     no_args_is_help=True,
+    add_completion=False,
     pretty_exceptions_enable=False,
 )
 
@@ -98,10 +103,11 @@ def new(
         return
     dest = dest or Path(project_name)
     backups = generate(options, dest, force=force)
-    typer.echo(f"created {dest}/ with {', '.join(options.tricks) or 'no tricks'} ({options.task.value})")
+    names = [name.replace("_", "-") for name in options.tricks]
+    typer.echo(f"created {dest}/ with {', '.join(names) or 'no tricks'} ({options.task.value})")
     for backup in backups:
         typer.echo(f"  kept the old {backup.name.split('.bak')[0]} as {backup.relative_to(dest.absolute())}")
-    typer.echo(f"next: cd {dest} && python train.py")
+    typer.echo(f"next: cd {shlex.quote(str(dest))} && python train.py")
 
 
 def new_signature() -> inspect.Signature:
@@ -133,7 +139,7 @@ def new_signature() -> inspect.Signature:
             trick.name,
             keyword,
             default=False,
-            annotation=Annotated[bool, typer.Option(trick.flag, help=trick.summary, rich_help_panel="Tricks")],
+            annotation=Annotated[bool, typer.Option(trick.flag, help=trick.summary)],
         )
         for trick in TRICKS
     ]
@@ -199,4 +205,6 @@ def show(
 
 
 def main() -> None:
+    # a kill (SIGTERM) unwinds like Ctrl-C, so that a render in progress removes its staging folder
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     app()

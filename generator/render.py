@@ -5,6 +5,7 @@ so a failed or interrupted render leaves nothing half-written."""
 
 from __future__ import annotations
 
+import ctypes
 import filecmp
 import os
 import shutil
@@ -92,17 +93,32 @@ def generate(options: Options, dest: Path, *, force: bool = False) -> list[Path]
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tricks-", dir=dest.parent))
     except OSError as err:
-        raise TricksError(f"cannot write in {dest.parent}: {err.strerror.lower()}") from None
+        raise TricksError(f"cannot write in {dest.parent}: {reason(err)}") from None
     try:
         project = render_project(options, dest.name, staging)
-        if not dest.exists() or not any(dest.iterdir()):
+        if not dest.exists():
             os.replace(project, dest)  # a rename: the whole project appears at once
             return []
-        return replace_files(project, dest)
+        check_replaceable(project, dest)
+        if dest == Path.cwd() or dest in Path.cwd().parents:
+            # the shell stands in dest: swapping the folder would leave it in a deleted one, so the files
+            # are moved in one by one (a kill can leave some replaced; each is whole, and backed up)
+            return replace_files(project, dest)
+        assembled = staging / f"{dest.name}.new"
+        shutil.copytree(dest, assembled, symlinks=True, copy_function=link_or_copy)
+        backups = replace_files(project, assembled)
+        keep_owner(dest, assembled)
+        exchange(assembled, dest)  # the old project or the new one, whatever the moment of a kill
+        return [dest / backup.relative_to(assembled) for backup in backups]
     except OSError as err:
-        raise TricksError(f"cannot write {dest}: {err.strerror.lower()}") from None
+        raise TricksError(f"cannot write {dest}: {reason(err)}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def reason(err: OSError) -> str:
+    """An OSError's reason in a few words; shutil.Error and others carry no strerror."""
+    return (err.strerror or str(err)).lower()
 
 
 def check_destination(dest: Path, force: bool) -> None:
@@ -110,6 +126,16 @@ def check_destination(dest: Path, force: bool) -> None:
         raise TricksError(f"{dest} is a file; name a folder for the project")
     if dest.is_dir() and any(dest.iterdir()) and not force:
         raise TricksError(f"{dest} exists and is not empty; add --force to write over its files (kept as .bak)")
+
+
+def check_replaceable(project: Path, dest: Path) -> None:
+    """Refuse before anything changes when a file the project writes cannot take its place."""
+    for source in project.rglob("*"):
+        target = dest / source.relative_to(project)
+        if source.is_file() and target.is_dir():
+            raise TricksError(f"{target} is a folder where the project writes a file; move it and try again")
+        if source.is_dir() and target.exists() and not target.is_dir():
+            raise TricksError(f"{target} is a file where the project makes a folder; move it and try again")
 
 
 def replace_files(project: Path, dest: Path) -> list[Path]:
@@ -125,6 +151,36 @@ def replace_files(project: Path, dest: Path) -> list[Path]:
             backups.append(backup)
         os.replace(source, target)
     return backups
+
+
+def link_or_copy(source: str, target: str) -> None:
+    """A second name for the file where the filesystem allows it (no copy of the data), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def keep_owner(old: Path, new: Path) -> None:
+    """The new folder gets the old one's mode, owner and group (copytree gave it the mode already)."""
+    status = old.stat()
+    if (new.stat().st_uid, new.stat().st_gid) != (status.st_uid, status.st_gid):
+        os.chown(new, status.st_uid, status.st_gid)
+    os.chmod(new, status.st_mode)
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Swap the two paths in one atomic step (Linux's renameat2 with RENAME_EXCHANGE); where that is not
+    to be had, with three renames, between which b is briefly missing."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    swap = getattr(libc, "renameat2", None)
+    at_cwd, rename_exchange = -100, 2
+    if swap is not None and swap(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), rename_exchange) == 0:
+        return
+    aside = a.with_name(a.name + ".old")
+    os.replace(b, aside)
+    os.replace(a, b)
+    os.replace(aside, a)
 
 
 def free_backup_name(path: Path) -> Path:

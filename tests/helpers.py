@@ -36,12 +36,13 @@ def load(script: Path):
 
 
 def run_main(module, argv: list[str]):
-    """module.main(argv) in this process; restores the Ctrl-C handler the script installs."""
-    handler = signal.getsignal(signal.SIGINT)
+    """module.main(argv) in this process; restores the Ctrl-C and SIGTERM handlers the script installs."""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         return module.main([str(arg) for arg in argv])
     finally:
-        signal.signal(signal.SIGINT, handler)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 def scratch_env(beside: Path) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -119,18 +120,23 @@ def test_resume_under_torchrun_equals_the_uninterrupted_run(tmp_path, projects):
         assert time.time() < deadline and process.poll() is None
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches torchrun and every rank
-    process.communicate(timeout=120)
+    _, stderr = process.communicate(timeout=120)
     saved = checkpoint(out / "last.pt")["epoch"]
     assert 2 <= saved < 6 and len(checkpoint(out / "last.pt")["rng"]) == 2, "every rank's random streams"
-    ok(torchrun(projects["six"], *args, "--out-dir", out, "--resume"))
+    # the resume command it printed is torchrun's, on as many processes
+    lines = stderr.decode().splitlines()  # torchrun's own traceback for the signal follows the script's lines
+    command = shlex.split(lines[lines.index(next(line for line in lines if line.endswith("Resume with:"))) + 1])
+    assert command[:5] == ["torchrun", "--standalone", "--nproc_per_node", "2", "train.py"], stderr.decode()
+    assert command[5:] == [*map(str, args), "--out-dir", str(out), "--resume"]
+    ok(torchrun(projects["six"], *command[5:]))
     assert metrics(out) == metrics(tmp_path / "whole")
     assert same_tensors(checkpoint(out / "last.pt")["model"], checkpoint(tmp_path / "whole" / "last.pt")["model"])
 
 
 def test_resume_on_another_number_of_processes_is_refused(tmp_path, projects):
     ok(torchrun(projects["six"], "--epochs", 1, "--out-dir", tmp_path))
-    result = run_script(projects["six"], "--epochs", 2, "--out-dir", tmp_path, "--resume")
-    assert result.returncode == 1 and "ran on 2 processes; resume it on as many" in result.stderr
+    result = run_script(projects["six"], "--epochs", 1, "--out-dir", tmp_path, "--resume")
+    assert result.returncode == 2 and "ran on 2 processes; resume it on as many" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -110,7 +110,7 @@ def stop_after(module, monkeypatch, epoch):
         metrics = train_one_epoch(*args)
         epochs.append(1)
         if len(epochs) == epoch:
-            module.STOP.set()
+            module.STOP.append(signal.SIGINT)
         return metrics
 
     monkeypatch.setattr(module, "train_one_epoch", train_then_stop)
@@ -263,11 +263,11 @@ def test_files_are_written_in_order_on_the_writer_thread_and_complete_when_the_r
     write_atomic, append_metrics = module.write_atomic, module.append_metrics
     writes = []  # (file, the thread that wrote it)
 
-    def record(write, path, data):
+    def record(write, path, *data):
         writes.append((path.name, threading.current_thread()))
-        write(path, data)
+        write(path, *data)
 
-    monkeypatch.setattr(module, "write_atomic", lambda path, data: record(write_atomic, path, data))
+    monkeypatch.setattr(module, "write_atomic", lambda path, *data: record(write_atomic, path, *data))
     monkeypatch.setattr(module, "append_metrics", lambda path, row: record(append_metrics, path, row))
     run_main(module, ["--epochs", 4, "--seed", 3, "--patience", 100, "--out-dir", out])
     assert all(thread is not threading.main_thread() for _, thread in writes)
@@ -279,24 +279,35 @@ def test_files_are_written_in_order_on_the_writer_thread_and_complete_when_the_r
     assert not any(out.glob("*.tmp"))
 
 
-def test_a_failed_write_stops_the_run_with_its_error(tmp_path, modules, monkeypatch):
+def test_a_failed_write_stops_the_run_in_one_line_keeping_the_last_good_epoch(tmp_path, modules, monkeypatch, capsys):
     module, out = modules["classify"], tmp_path / "run"
+    args = ["--epochs", 6, "--seed", 4, "--patience", 100]
     write_atomic = module.write_atomic
 
-    def disk_full_at_epoch_2(path, data):
+    def disk_full_at_epoch_2(path, data, keep_previous=False):
         if path.name == "last.pt" and len(metrics(out)) == 2:
             raise OSError(28, "No space left on device")
-        write_atomic(path, data)
+        write_atomic(path, data, keep_previous)
 
-    monkeypatch.setattr(module, "write_atomic", disk_full_at_epoch_2)
-    with pytest.raises(OSError, match="No space left on device"):
-        run_main(module, ["--epochs", 6, "--patience", 100, "--out-dir", out])
+    with monkeypatch.context() as patch:
+        patch.setattr(module, "write_atomic", disk_full_at_epoch_2)
+        with pytest.raises(SystemExit) as exit_info:
+            run_main(module, [*args, "--out-dir", out])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: epoch 2: cannot write {out / 'last.pt'}: No space left on device; " + (
+        f"{out / 'last.pt'} keeps epoch 1"
+    )
     assert checkpoint(out / "last.pt")["epoch"] == 1, "the last good checkpoint is kept"
-    assert len(metrics(out)) <= 3, "at most the epoch training while the write failed goes on"
+    assert not any(out.glob("*.tmp"))
+    assert len(metrics(out)) == 2, "the failed epoch's row is on disk; no later epoch's"
+    run_main(module, [*args, "--out-dir", out, "--resume"])  # resume drops the row last.pt does not keep
+    run_main(module, [*args, "--out-dir", tmp_path / "whole"])
+    assert metrics(out) == metrics(tmp_path / "whole")
 
 
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path, modules, monkeypatch, capsys):
-    module = modules["plain"]
+    module, out = modules["plain"], tmp_path / "run"
     train_one_epoch = module.train_one_epoch
     calls = []
 
@@ -308,7 +319,9 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, modules, monkeypatc
 
     monkeypatch.setattr(module, "train_one_epoch", diverge_in_epoch_3)
     with pytest.raises(SystemExit) as exit_info:
-        run_main(module, ["--epochs", 5, "--out-dir", tmp_path / "run"])
-    assert exit_info.value.code == "error: epoch 3: the loss is nan at step 7; stopped, last.pt keeps epoch 2"
-    assert checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 2
-    assert len(metrics(tmp_path / "run")) == 2
+        run_main(module, ["--epochs", 5, "--out-dir", out])
+    assert exit_info.value.code == 1
+    last = f"error: epoch 3: the loss is nan at step 7; stopped, {out / 'last.pt'} keeps epoch 2"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == last
+    assert checkpoint(out / "last.pt")["epoch"] == 2
+    assert len(metrics(out)) == 2

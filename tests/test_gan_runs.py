@@ -1,6 +1,7 @@
 """The GAN script: gradient_penalty's properties, a short seeded run's quality, and every other trick
 composed with --gp."""
 
+import contextlib
 import math
 
 import pytest
@@ -73,7 +74,7 @@ def test_the_scaled_path_equals_the_unscaled_one(script):
     values = {}
     for scale in (1.0, 1024.0, 65536.0):
         torch.manual_seed(3)
-        values[scale] = gradient_penalty(critic, real, fake, 10.0, scale=scale).item()
+        values[scale] = gradient_penalty(critic, real, fake, 10.0, contextlib.nullcontext(), scale=scale).item()
     assert values[1024.0] == pytest.approx(values[1.0], rel=1e-6)
     assert values[65536.0] == pytest.approx(values[1.0], rel=1e-6)
 
@@ -113,7 +114,7 @@ def test_metrics_columns_and_checkpoints(tmp_path, script):
     assert {"generator", "critic", "critic_optimizer", "generator_optimizer", "epoch", "args"} <= set(last)
     assert {"critic_scheduler", "generator_scheduler", "early_stopping", "rng"} <= set(last)
     best = checkpoint(tmp_path / "best.pt")
-    assert set(best) == {"generator", "epoch", "monitor", "best_metric"} and best["monitor"] == "hq_fraction"
+    assert set(best) == {"generator", "critic", "epoch", "monitor", "best_metric"} and best["monitor"] == "hq_fraction"
     assert best["best_metric"] == max(float(row["hq_fraction"]) for row in rows)
 
 
