@@ -29,7 +29,8 @@ class OneLineErrors(TyperGroup):
         try:
             result = super().main(*args, standalone_mode=False, **kwargs)
         except typer.TyperException as err:  # typer's own click: usage errors, bad values
-            if not err.format_message():  # `tricks` alone: the help is printed, and nothing else to say
+            if type(err).__name__ == "NoArgsIsHelpError":  # `tricks` alone: the help, and nothing else to say
+                typer.echo(err.format_message())
                 sys.exit(err.exit_code)
             hint = f" (see: {err.ctx.command_path} --help)" if getattr(err, "ctx", None) else ""
             message, code = err.format_message() + hint, err.exit_code
@@ -107,7 +108,8 @@ def new(
     typer.echo(f"created {dest}/ with {', '.join(names) or 'no tricks'} ({options.task.value})")
     for backup in backups:
         typer.echo(f"  kept the old {backup.name.split('.bak')[0]} as {backup.relative_to(dest.absolute())}")
-    typer.echo(f"next: cd {shlex.quote(str(dest))} && python train.py")
+    here = dest.absolute() == Path.cwd()
+    typer.echo(f"next: {'' if here else f'cd {shlex.quote(str(dest))} && '}python train.py")
 
 
 def new_signature() -> inspect.Signature:

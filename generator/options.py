@@ -58,19 +58,33 @@ class Options:
 
     @classmethod
     def from_answers(cls, path: Path) -> tuple[Options, str]:
-        """The options and project name an answers file recorded."""
+        """The options and project name an answers file recorded; refused in one line when the file is
+        not one this version of torch-tricks wrote or can read."""
         import yaml
 
+        from generator import __version__
         from generator.errors import UsageError
 
         try:
-            answers = yaml.safe_load(Path(path).read_text())
+            answers = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise UsageError(f"answers file {path} is not UTF-8 text") from None
         except (OSError, yaml.YAMLError) as err:
             raise UsageError(f"cannot read answers file {path}: {err}") from None
         if not isinstance(answers, dict):
             raise UsageError(f"answers file {path} holds no answers")
+        for key in answers:
+            if not isinstance(key, str):
+                raise UsageError(f"answers file {path}: {key!r} is not a name of an answer")
+        made_by = answers.get("_tricks_version", __version__)
+        if version_tuple(made_by) > version_tuple(__version__):
+            raise UsageError(
+                f"answers file {path} was written by torch-tricks {made_by}, newer than this one ({__version__}): "
+                "upgrade torch-tricks to render it"
+            )
         answers = {key: value for key, value in answers.items() if not key.startswith("_")}
-        project_name = str(answers.pop("project_name", path.parent.name))
+        project_name = answers.pop("project_name", Path(path).absolute().parent.name)
+        check_project_name(project_name, path)
         return cls.create(**answers), project_name
 
     @property
@@ -90,3 +104,22 @@ class Options:
 
 
 TRICK_NAMES = tuple(f.name for f in fields(Options) if f.name != "task")
+
+
+def version_tuple(version: object) -> tuple[int, ...]:
+    """"1.2.3" as (1, 2, 3), to compare versions; anything else is refused."""
+    from generator.errors import UsageError
+
+    parts = version.split(".") if isinstance(version, str) else []
+    if not parts or not all(part.isdigit() for part in parts):
+        raise UsageError(f"_tricks_version {version!r} in the answers file is not a version such as 0.1.0")
+    return tuple(int(part) for part in parts)
+
+
+def check_project_name(name: object, path: Path) -> None:
+    """A recorded project name is the folder `tricks new --answers` writes to when given no DEST: one plain
+    folder name, nothing that leads elsewhere (`..`, an absolute path)."""
+    from generator.errors import UsageError
+
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise UsageError(f"answers file {path}: project_name {name!r} is not a plain folder name")

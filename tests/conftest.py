@@ -1,6 +1,15 @@
-"""Fixtures the test modules share."""
+"""Fixtures the test modules share, and one CPU thread for every script the suite runs: in this process
+(torch.set_num_threads) and in the subprocesses it starts (OMP_NUM_THREADS, which torch reads at start).
+The scripts' models are tiny, so one thread is the fastest; results then do not depend on the core count,
+and tests that run side by side do not fight over cores."""
+
+import os
 
 import pytest
+import torch
+
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 from tests.helpers import load, render
 

@@ -29,12 +29,16 @@ CASES = {
     "ddp": Options.create(ddp=True),
     "ddp-all": Options.create(ddp=True, **dict.fromkeys(SIX, True)),
     "gp-ddp": Options.create(gp=True, ddp=True),
+    "all-but-amp": Options.create(**{**dict.fromkeys(SIX, True), "amp": False}),
+    "gp-all-but-amp": Options.create(gp=True, **{**dict.fromkeys(SIX, True), "amp": False}),
 }
-# seeded short runs whose metrics.csv (timing aside) golden/<case>/metrics.csv holds
+# seeded short runs whose metrics.csv (timing aside) golden/<case>/metrics.csv holds: float32 runs only, on
+# one thread. bfloat16 rounding differs between CPUs (AVX-512 BF16 or not) by more than any useful tolerance;
+# --amp runs are held to their guarantees by property tests instead (test_classify_runs, test_gan_runs).
 METRIC_RUNS = {
-    "seed": ["--epochs", "3"],
-    "all-six": ["--epochs", "3"],
-    "gp-all-six": ["--epochs", "2", "--steps-per-epoch", "10"],
+    "seed": ["--epochs", "3", "--threads", "1"],
+    "all-but-amp": ["--epochs", "3", "--threads", "1"],
+    "gp-all-but-amp": ["--epochs", "2", "--steps-per-epoch", "10", "--threads", "1"],
 }
 
 

@@ -194,7 +194,12 @@ def test_all_six_together(tmp_path, script):
         "epoch_time_s",
     ]
     assert {p.name for p in (tmp_path / "run").iterdir()} == {
-        "metrics.csv", "last.pt", "last.pt.prev", "best.pt", "lr_schedule.png", ".lock"
+        "metrics.csv",
+        "last.pt",
+        "last.pt.prev",
+        "best.pt",
+        "lr_schedule.png",
+        ".lock",
     }
     assert {"model", "optimizer", "scheduler", "scaler", "early_stopping", "epoch", "args", "rng"} <= set(
         checkpoint(tmp_path / "run" / "last.pt")
