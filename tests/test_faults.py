@@ -938,6 +938,26 @@ def test_a_sample_real_of_your_own_sets_the_modes_and_the_plot(tmp_path, modules
     assert (tmp_path / "run" / "samples.png").stat().st_size > 0
 
 
+def test_the_sample_plot_spans_the_real_data(tmp_path, modules, monkeypatch):
+    """Data ten times the ring's size: the plot's limits follow it (they were fixed to the ring's)."""
+    from matplotlib.axes import Axes
+
+    module, limits = modules["gan"], []
+    monkeypatch.setattr(module, "sample_real", lambda n, device: 20 * torch.rand(n, 2, device=device) - 10)
+    set_axes = Axes.set
+
+    def recording_set(self, **kwargs):
+        limits.extend(kwargs[key] for key in ("xlim", "ylim") if key in kwargs)
+        return set_axes(self, **kwargs)
+
+    monkeypatch.setattr(Axes, "set", recording_set)
+    generator = torch.nn.Linear(2, 2)
+    module.plot_samples(generator, torch.randn(500, 2), tmp_path / "samples.png")
+    assert len(limits) == 2
+    for low, high in limits:
+        assert -16 < low < -10 and 10 < high < 16
+
+
 def test_the_readmes_give_sample_real_its_signature(projects, tmp_path):
     from tests.helpers import ROOT
 

@@ -9,14 +9,15 @@ The file is yours to edit: replace build_data and build_model with your own data
 """
 
 import argparse
+import atexit
 import csv
+import fcntl
 import io
 import math
 import os
 import shlex
 import signal
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,23 +27,29 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-RUN_FILES = ("metrics.csv", "last.pt", "best.pt")  # what a run writes; --overwrite removes them
-STOP = threading.Event()  # set by Ctrl-C: stop after this epoch
+RUN_FILES = ("metrics.csv", "last.pt", "last.pt.prev", "best.pt")  # what a run writes; --overwrite removes them
+# what last.pt records of this script, and --resume requires: the task and the tricks that change what a run
+# computes or saves; and the options that --resume may change, since they change only where and how fast it runs
+SCRIPT = {"task": "classify", "tricks": ["accumulate"]}
+SAFE_TO_CHANGE = ("device", "num_workers", "threads", "out_dir", "resume", "overwrite")
+STOP = []  # the signals (Ctrl-C, SIGTERM) that asked the run to stop after this epoch
 WRITER = ThreadPoolExecutor(max_workers=1)  # writes the run's files while training goes on
-WRITES = []  # the writes handed to WRITER and not yet waited for
+WRITES = []  # (epoch, file, future) of the writes handed to WRITER and not yet waited for
+LOCKS = []  # the open lock file of the run folder this process trains in
 
 # -----------------------------------------------------------------------------
 # options
 
 
-def number(kind, low, *, above=False):
-    """An argparse type: a `kind` number >= low (> low with above=True); rejects nan and inf."""
+def number(kind, low, high=math.inf, *, above=False):
+    """An argparse type: a `kind` number >= low (> low with above=True) and <= high; rejects nan and inf."""
 
     def parse(text):
         value = kind(text)
-        ok = value > low if above else value >= low
+        ok = (value > low if above else value >= low) and value <= high
         if not (ok and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be a number {'>' if above else '>='} {low}, got {text}")
+            bounds = f"{'>' if above else '>='} {low}" + (f" and <= {high}" if high < math.inf else "")
+            raise argparse.ArgumentTypeError(f"must be a number {bounds}, got {text}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its "invalid int value" message
@@ -61,6 +68,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--device", choices=["auto", "cuda", "mps", "cpu"], default="auto", help="auto: cuda, else mps, else cpu"
     )
+    parser.add_argument("--threads", type=number(int, 1), help="CPU threads for PyTorch (default: PyTorch's choice)")
     parser.add_argument("--out-dir", help="the run's folder (default: a new runs/NNN)")
     again = parser.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its last.pt")
@@ -144,6 +152,15 @@ def build_scheduler(optimizer, args, total_steps):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def check_inputs(train_loader):
+    """Floating-point inputs must come in the weights' dtype: float64 (numpy's default) would fail deep in
+    the first layer, with a message about mixed precision when autocast is on."""
+    batch = train_loader.collate_fn([next(iter(train_loader.dataset))])  # one sample, batched as the loader does
+    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    if x.is_floating_point() and x.dtype != torch.get_default_dtype():
+        fail(f"build_data gives {x.dtype} inputs, the model's weights are {torch.get_default_dtype()}: convert them", 2)
+
+
 def pick_device(name):
     """--device: a name, or auto for cuda, else mps, else cpu."""
     if name != "auto":
@@ -155,60 +172,133 @@ def pick_device(name):
     return torch.device("cpu")
 
 
+def fail(message, code=1):
+    """End the run with one line on stderr: 2 for a refused choice, 1 for a failure."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
 def make_out_dir(args):
-    """The run's folder: --out-dir, or the next free runs/NNN, so a rerun never overwrites."""
-    if args.out_dir:
-        out_dir = Path(args.out_dir)
-        if args.overwrite:
-            for name in RUN_FILES:
-                (out_dir / name).unlink(missing_ok=True)
+    """The run's folder, locked for this run: --out-dir, or the next free runs/NNN, so a rerun never overwrites."""
+    out_dir = Path(args.out_dir or "runs")
+    if out_dir.exists() and not out_dir.is_dir():
+        fail(f"{out_dir} is a file, not a folder", 2)
+    made = not args.out_dir or not out_dir.exists()
+    try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        return out_dir
-    runs = Path("runs")
-    runs.mkdir(exist_ok=True)
-    number = max((int(p.name) for p in runs.iterdir() if p.name.isdigit()), default=0) + 1
-    while True:
-        out_dir = runs / f"{number:03d}"
-        try:
-            out_dir.mkdir()  # atomic: two runs started together never share a folder
-            return out_dir
-        except FileExistsError:
-            number += 1
+        if not args.out_dir:
+            number = max((int(p.name) for p in out_dir.iterdir() if p.name.isdigit()), default=0) + 1
+            while True:
+                try:
+                    (out_dir / f"{number:03d}").mkdir()  # atomic: two runs started together never share a folder
+                    break
+                except FileExistsError:
+                    number += 1
+            out_dir = out_dir / f"{number:03d}"
+        lock = os.open(out_dir / ".lock", os.O_RDWR | os.O_CREAT)
+    except OSError as err:
+        fail(f"cannot write in {out_dir}: {err.strerror}")
+    lock_run(lock, out_dir)
+    if made:
+        atexit.register(remove_if_unused, out_dir)
+    if args.overwrite:
+        for name in RUN_FILES:
+            (out_dir / name).unlink(missing_ok=True)
+    return out_dir
 
 
-def write_later(function, *args):
-    """Call function(*args) on the writer thread, after the writes handed to it before."""
-    WRITES.append(WRITER.submit(function, *args))
+def lock_run(lock, out_dir):
+    """One run per folder: an exclusive lock on its .lock file, which the kernel releases when the process
+    ends, however it ends (a killed run leaves no stale lock). Writing the pid into it tries a write in the
+    folder before the first epoch."""
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        holder = (out_dir / ".lock").read_text().strip()
+        fail(f"{out_dir} is in use by another run (process {holder}); wait for it to end or use another --out-dir", 2)
+    LOCKS.append(lock)
+    try:
+        os.ftruncate(lock, 0)
+        os.write(lock, f"{os.getpid()}\n".encode())
+        os.fsync(lock)
+    except OSError as err:
+        fail(f"cannot write in {out_dir}: {err.strerror}")
+
+
+def unlock_run():
+    """Release the run folder: the kernel does at exit, but main() called from Python returns first."""
+    while LOCKS:
+        os.close(LOCKS.pop())
+
+
+def remove_if_unused(out_dir):
+    """At exit: a run folder this run made and saved no epoch into (it failed or stopped first) goes."""
+    if out_dir.is_dir() and not (out_dir / "last.pt").exists():
+        for path in out_dir.iterdir():
+            path.unlink()
+        out_dir.rmdir()
+
+
+def saved(out_dir, epoch):
+    """What the run folder keeps, said in a message."""
+    return f"{out_dir / 'last.pt'} keeps epoch {epoch}" if epoch else "nothing was saved"
+
+
+def write_later(epoch, function, path, *args):
+    """Call function(path, *args) on the writer thread, after the writes handed to it before; once one
+    fails, the later ones are skipped, so that last.pt never runs ahead of metrics.csv or best.pt."""
+    earlier = WRITES[-1][2] if WRITES else None
+    WRITES.append((epoch, path, WRITER.submit(write_after, earlier, function, path, *args)))
+
+
+def write_after(earlier, function, *args):
+    if earlier is not None and earlier.exception() is not None:
+        raise earlier.exception()
+    function(*args)
 
 
 def wait_for_writes():
-    """Return once every write handed to the writer thread is done; raise the error of one that failed."""
-    for write in WRITES:
-        write.result()
+    """Return once every write handed to the writer thread is done. A failed one (a full disk, a file size
+    limit) ends the run in one line that names the file and the epoch last.pt keeps."""
+    writes = WRITES[:]
     WRITES.clear()
+    for epoch, path, write in writes:
+        error = write.exception()
+        if error is not None:
+            reason = getattr(error, "strerror", None) or error
+            fail(f"epoch {epoch}: cannot write {path}: {reason}; {saved(path.parent, epoch - 1)}")
 
 
-def save_later(obj, path):
+def save_later(epoch, obj, path, keep_previous=False):
     """torch.save obj into memory now, a copy that training cannot change, for the writer thread."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    write_later(write_atomic, path, buffer.getbuffer())
+    write_later(epoch, write_atomic, path, buffer.getbuffer(), keep_previous)
 
 
-def write_atomic(path, data):
+def write_atomic(path, data, keep_previous=False):
     """Write to a temporary file, flush it to disk, then rename: a kill at any moment leaves the old
-    file or the new one, never half of one."""
+    file or the new one, never half of one. keep_previous: the old file stays as PATH.prev."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_previous and path.exists():
+            previous = path.with_name(path.name + ".prev")
+            previous.unlink(missing_ok=True)
+            os.link(path, previous)  # a second name for the old file: no copy, and path is never missing
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no stray temporary file after a failed write
+        raise
 
 
 def append_metrics(path, row):
     """One row per epoch; the header comes with the first row."""
-    new = not path.exists()
+    new = not path.exists() or path.stat().st_size == 0
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(row))
         if new:
@@ -218,19 +308,50 @@ def append_metrics(path, row):
         os.fsync(f.fileno())
 
 
-def drop_rows_after(path, epoch):
-    """Forget metrics of epochs after `epoch`: a run killed between writing an epoch's row and its
-    last.pt repeats that epoch on resume."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    kept = [row for row in rows if int(row["epoch"]) <= epoch]
-    if rows and len(kept) < len(rows):
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(kept)
-        os.replace(tmp, path)
+def write_metrics(path, rows):
+    """metrics.csv afresh from the rows last.pt keeps: on resume, this drops the rows of epochs after it,
+    repairs a row cut short by a kill, and recreates a deleted file."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue().encode())
+
+
+def read_checkpoint(path):
+    """The checkpoint at path, or None when it cannot be read. Our own file: it holds RNG states and
+    options, which weights_only loading refuses; loaded on the CPU, where RNG states must be
+    (load_state_dict moves the rest to the model's device)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 (truncated, empty or not a checkpoint: unpickling fails in many ways)
+        return None
+    return checkpoint if isinstance(checkpoint, dict) and "epoch" in checkpoint else None
+
+
+def load_resumable(out_dir, args):
+    """last.pt, checked: one line instead if it is unreadable, or if another script or other options made
+    it (its state would not fit, or the resumed run would quietly change course)."""
+    path, previous = out_dir / "last.pt", out_dir / "last.pt.prev"
+    checkpoint = read_checkpoint(path)
+    if checkpoint is None:
+        older = read_checkpoint(previous) if previous.exists() else None
+        fallback = f"copy {previous} (epoch {older['epoch']}) over it to resume there" if older else "none before it"
+        fail(f"{path} is unreadable (damaged, or not a checkpoint); {fallback}")
+    made_by = checkpoint.get("script")
+    if made_by != SCRIPT:
+        what = f"{made_by['task']} with {', '.join(made_by['tricks']) or 'no tricks'}" if made_by else "unknown"
+        this = f"{SCRIPT['task']} with {', '.join(SCRIPT['tricks']) or 'no tricks'}"
+        fail(f"{path} was made by another script ({what}), not this one ({this}); resume it with that script", 2)
+    saved_args, now = checkpoint["args"], vars(args)
+    changed = [
+        f"--{name.replace('_', '-')} {saved_args.get(name)} (now {now.get(name)})"
+        for name in sorted(saved_args.keys() | now.keys())
+        if name not in SAFE_TO_CHANGE and saved_args.get(name) != now.get(name)
+    ]
+    if changed:
+        fail(f"{path} was trained with {', '.join(changed)}; resume with the options it was trained with", 2)
+    return checkpoint
 
 
 def rng_state(train_loader):
@@ -247,25 +368,29 @@ def set_rng_state(state, train_loader):
 
 
 def request_stop(signum, frame):
-    """Ctrl-C once: finish this epoch, save it, stop. Twice: stop now; last.pt keeps the last epoch."""
-    if STOP.is_set():
+    """Ctrl-C or SIGTERM once: finish this epoch, save it, stop. Twice: stop now; last.pt keeps the last epoch."""
+    if STOP:
         raise KeyboardInterrupt
-    STOP.set()
-    print("\nCtrl-C: stopping after this epoch (press it again to stop now)", file=sys.stderr, flush=True)
+    STOP.append(signum)
+    name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    print(f"\n{name}: stopping after this epoch (again to stop now)", file=sys.stderr, flush=True)
 
 
 def exit_stopped(argv, out_dir, saved_epoch):
-    """Say where a stopped run stands and how to continue it; exit with 130, as Ctrl-C does."""
+    """Say where a stopped run stands and how to continue it; exit as the signal asks: 130 for Ctrl-C,
+    143 for SIGTERM."""
+    wait_for_writes()
+    code = 128 + (STOP[0] if STOP else signal.SIGINT)
     if not saved_epoch:
-        print("stopped before the first epoch ended: nothing was saved", file=sys.stderr)
-        raise SystemExit(130)
+        print("stopped before an epoch ended: nothing new was saved", file=sys.stderr)
+        raise SystemExit(code)
     argv = [arg for arg in argv if arg not in ("--resume", "--overwrite")]
     if not any(arg == "--out-dir" or arg.startswith("--out-dir=") for arg in argv):
         argv += ["--out-dir", str(out_dir)]
-    command = shlex.join(["python", Path(__file__).name, *argv, "--resume"])
+    command = shlex.join([*["python", Path(__file__).name], *argv, "--resume"])
     print(f"stopped: {out_dir / 'last.pt'} holds epoch {saved_epoch}. Resume with:", file=sys.stderr)
     print(f"    {command}", file=sys.stderr)
-    raise SystemExit(130)
+    raise SystemExit(code)
 
 
 def train_one_epoch(model, train_loader, optimizer, scheduler, args):
@@ -327,9 +452,13 @@ def evaluate(model, val_loader):
 
 def train(args, argv):
     """The whole run; returns the trained model."""
+    STOP.clear()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
     device = pick_device(args.device)
     out_dir = make_out_dir(args)
     train_loader, val_loader = build_data(args)
+    check_inputs(train_loader)
     model = build_model(args).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, fused=True)  # one kernel for all parameters
     total_steps = args.epochs * math.ceil(len(train_loader) / args.accumulate_steps)
@@ -340,26 +469,23 @@ def train(args, argv):
         "optimizer": optimizer,
         "scheduler": scheduler,
     }
-    start_epoch, saved_epoch = 1, 0
+    start_epoch, saved_epoch, history = 1, 0, []  # history: metrics.csv's rows, kept in last.pt too
     if args.resume:
-        # our own file: it holds RNG states and options, which weights_only loading refuses; on the CPU,
-        # where RNG states must be (load_state_dict moves the rest to the model's device)
-        checkpoint = torch.load(out_dir / "last.pt", map_location="cpu", weights_only=False)
+        checkpoint = load_resumable(out_dir, args)
         for name, obj in stateful.items():
             obj.load_state_dict(checkpoint[name])
         set_rng_state(checkpoint["rng"], train_loader)
-        saved_epoch = checkpoint["epoch"]
+        saved_epoch, history = checkpoint["epoch"], checkpoint["metrics"]
         start_epoch = saved_epoch + 1
-        drop_rows_after(out_dir / "metrics.csv", saved_epoch)
+        write_metrics(out_dir / "metrics.csv", history)
         print(f"resuming {out_dir} after epoch {saved_epoch}")
     print(f"training on {device}, writing to {out_dir}")
-    STOP.clear()
-    signal.signal(signal.SIGINT, request_stop)
     try:
         for epoch in range(start_epoch, args.epochs + 1):
             started = time.time()
             train_metrics = train_one_epoch(model, train_loader, optimizer, scheduler, args)
             val_metrics = evaluate(model, val_loader)
+            wait_for_writes()  # the last epoch's files: a write that failed stops the run here
             row = {
                 "epoch": epoch,
                 **train_metrics,
@@ -367,24 +493,26 @@ def train(args, argv):
                 "lr": optimizer.param_groups[0]["lr"],
                 "epoch_time_s": round(time.time() - started, 3),
             }
+            history.append(row)
             summary = f"loss = {row['val_loss']:.5f}, acc = {row['val_acc']:.5f}"
             print(f"[ Valid | {epoch:03d}/{args.epochs:03d} ] {summary}")
             checkpoint = {
                 **{name: obj.state_dict() for name, obj in stateful.items()},
                 "epoch": epoch,
+                "script": SCRIPT,
                 "args": vars(args),
+                "metrics": history,
                 "rng": rng_state(train_loader),
             }
-            wait_for_writes()  # the last epoch's: at most one epoch's files wait in memory
-            write_later(append_metrics, out_dir / "metrics.csv", row)
-            save_later(checkpoint, out_dir / "last.pt")
+            write_later(epoch, append_metrics, out_dir / "metrics.csv", row)
+            save_later(epoch, checkpoint, out_dir / "last.pt", keep_previous=True)
             saved_epoch = epoch
-            if STOP.is_set():
+            if STOP:
                 exit_stopped(argv, out_dir, saved_epoch)
     except KeyboardInterrupt:
         exit_stopped(argv, out_dir, saved_epoch)
     except FloatingPointError as err:
-        sys.exit(f"error: epoch {epoch}: {err}; stopped, last.pt keeps epoch {saved_epoch}")
+        fail(f"epoch {epoch}: {err}; stopped, {saved(out_dir, saved_epoch)}")
     finally:
         wait_for_writes()  # every file is on disk before the run ends
     return model
@@ -393,7 +521,17 @@ def train(args, argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    return train(args, argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return train(args, argv)
+    except KeyboardInterrupt:  # Ctrl-C twice before the first epoch ended
+        exit_stopped(argv, None, 0)
+    except BrokenPipeError:  # `python train.py | head`: the reader has gone, so stop quietly, as `yes | head` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python exits
+        raise SystemExit(141)
+    finally:
+        unlock_run()
 
 
 if __name__ == "__main__":
