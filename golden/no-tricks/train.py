@@ -385,7 +385,7 @@ def exit_stopped(argv, out_dir, saved_epoch):
     argv = [arg for arg in argv if arg not in ("--resume", "--overwrite")]
     if not any(arg == "--out-dir" or arg.startswith("--out-dir=") for arg in argv):
         argv += ["--out-dir", str(out_dir)]
-    command = shlex.join([*["python", Path(__file__).name], *argv, "--resume"])
+    command = shlex.join(["python", Path(__file__).name] + argv + ["--resume"])
     print(f"stopped: {out_dir / 'last.pt'} holds epoch {saved_epoch}. Resume with:", file=sys.stderr)
     print(f"    {command}", file=sys.stderr)
     raise SystemExit(code)
