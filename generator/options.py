@@ -107,7 +107,7 @@ TRICK_NAMES = tuple(f.name for f in fields(Options) if f.name != "task")
 
 
 def version_tuple(version: object) -> tuple[int, ...]:
-    """ "1.2.3" as (1, 2, 3), to compare versions; anything else is refused."""
+    """A version such as 1.2.3 as (1, 2, 3), to compare versions; anything else is refused."""
     from generator.errors import UsageError
 
     parts = version.split(".") if isinstance(version, str) else []
