@@ -29,8 +29,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check generator tests benchmarks
 	$(BIN)/ruff format --check generator tests benchmarks
 
+# two workers: the scripts run on one thread each (tests/conftest.py), so two cores run two tests at once
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 golden: $(STAMP)
 	$(BIN)/python -m tests.goldens --write

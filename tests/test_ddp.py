@@ -12,6 +12,8 @@ import pytest
 
 from tests.helpers import ROOT, checkpoint, max_difference, metrics, render, run_script, same_tensors, scratch_env
 
+pytestmark = pytest.mark.slow  # every test here starts torchrun and two training processes
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py"]
 
 

@@ -223,6 +223,7 @@ def uninterrupted(projects, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # a training script in a process of its own
 def test_ctrl_c_saves_prints_the_resume_command_and_exits_130(tmp_path, projects, uninterrupted):
     out = tmp_path / "run"
     process = start(projects["classify"], *ARGS, "--out-dir", out)
@@ -241,6 +242,7 @@ def test_ctrl_c_saves_prints_the_resume_command_and_exits_130(tmp_path, projects
     assert same_tensors(checkpoint(out / "last.pt")["model"], checkpoint(uninterrupted / "last.pt")["model"])
 
 
+@pytest.mark.slow  # a training script in a process of its own
 def test_ctrl_c_twice_stops_at_once_keeping_the_last_epoch(tmp_path, projects):
     out = tmp_path / "run"
     process = start(projects["classify"], *ARGS, "--out-dir", out)
@@ -252,6 +254,7 @@ def test_ctrl_c_twice_stops_at_once_keeping_the_last_epoch(tmp_path, projects):
     assert checkpoint(out / "last.pt")["epoch"] == len(metrics(out))
 
 
+@pytest.mark.slow  # a training script in a process of its own
 def test_kill_9_at_any_moment_leaves_a_checkpoint_that_resumes(tmp_path, projects, uninterrupted):
     out = tmp_path / "run"
     for rows, delay in [(1, 0.13), (4, 0.27)]:  # two kills, mid-epoch at different moments
@@ -268,6 +271,7 @@ def test_kill_9_at_any_moment_leaves_a_checkpoint_that_resumes(tmp_path, project
     assert same_tensors(checkpoint(out / "last.pt")["model"], checkpoint(uninterrupted / "last.pt")["model"])
 
 
+@pytest.mark.slow  # a training script in a process of its own
 def test_a_diverging_run_stops_naming_epoch_and_step(tmp_path, projects):
     result = run_script(projects["plain"], "--lr", "1e30", "--epochs", 3, "--out-dir", tmp_path / "run")
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -509,6 +513,7 @@ def test_a_folder_in_use_by_another_run_is_refused_untouched(saved_run, modules,
     )
 
 
+@pytest.mark.slow  # a training script in a process of its own
 def test_a_second_process_is_refused_and_a_killed_run_leaves_no_stale_lock(tmp_path, projects):
     out = tmp_path / "run"
     first = start(projects["plain"], "--epochs", 100000, "--out-dir", out)
@@ -546,6 +551,7 @@ def file_size_limit(size):
     return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
 
 
+@pytest.mark.slow  # a training script in a process of its own
 def test_a_file_size_limit_stops_the_run_in_one_line_and_leaves_nothing_behind(tmp_path, projects):
     """ulimit -f: metrics.csv fits, last.pt does not; no epoch is saved, so the run's new folder goes."""
     out = tmp_path / "run"
@@ -556,6 +562,7 @@ def test_a_file_size_limit_stops_the_run_in_one_line_and_leaves_nothing_behind(t
     assert not out.exists(), "a run folder with nothing saved is removed"
 
 
+@pytest.mark.slow  # a training script in a process of its own
 def test_a_write_error_in_a_resumed_run_names_the_epoch_last_pt_keeps(tmp_path, projects):
     out = tmp_path / "run"
     assert run_script(projects["plain"], "--epochs", 3, "--out-dir", out).returncode == 0
@@ -573,6 +580,7 @@ def test_a_write_error_in_a_resumed_run_names_the_epoch_last_pt_keeps(tmp_path, 
 # signals
 
 
+@pytest.mark.slow  # a training script in a process of its own
 def test_sigterm_saves_prints_the_resume_command_and_exits_143(tmp_path, projects, uninterrupted):
     out = tmp_path / "run"
     process = start(projects["classify"], *ARGS, "--out-dir", out)
@@ -615,6 +623,7 @@ def test_ctrl_c_twice_at_start_up_exits_130_without_a_traceback(tmp_path, module
     assert one_line(capsys.readouterr().err) == "stopped before an epoch ended: nothing new was saved"
 
 
+@pytest.mark.slow  # a training script in a process of its own
 def test_output_piped_to_head_ends_quietly(tmp_path, projects):
     result = subprocess.run(
         f"{shlex.quote(sys.executable)} train.py --epochs 30 --out-dir {tmp_path / 'run'} | head -n 2",
@@ -861,6 +870,7 @@ def test_help_shows_no_value_beside_flags_and_created_names_tricks_as_flags(tmp_
 # your own data and model
 
 
+@pytest.mark.slow  # a training script in a process of its own
 def test_plain_data_loaders_of_your_own_work_under_ddp(tmp_path, projects):
     """build_data replaced as the README says, with plain shuffled DataLoaders: under torchrun each of the two
     processes reads half of each dataset, and the run ends as the script's own loaders' would."""
@@ -969,6 +979,7 @@ def test_the_readmes_give_sample_real_its_signature(projects, tmp_path):
     assert "sample_real(args.batch_size, device)" in (gan / "train.py").read_text()
 
 
+@pytest.mark.slow  # a training script in a process of its own
 def test_a_run_that_fails_before_its_first_save_leaves_no_run_folder(tmp_path, projects):
     project = tmp_path / "p"
     shutil.copytree(projects["plain"], project)
