@@ -19,7 +19,7 @@ demo: $(STAMP)
 	cd demo && ../$(BIN)/python train.py --out-dir runs/demo --threads 1
 	@echo
 	@echo "demo/ is a project rendered with: tricks new demo $(DEMO_TRICKS)"
-	@echo "its run wrote demo/runs/demo/: metrics.csv, last.pt, best.pt, lr_schedule.png"
+	@echo "its run wrote demo/runs/demo/: metrics.csv, last.pt (and last.pt.prev), best.pt, lr_schedule.png"
 	@echo "next, in this shell (tricks and torch are in .venv):"
 	@echo "    . $(VENV)/bin/activate"
 	@echo "    cd demo && python train.py --threads 1   # one thread is fastest for these tiny models"

@@ -416,6 +416,21 @@ def test_a_gan_checkpoint_is_refused_by_a_classify_script(tmp_path, modules, cap
     assert "was made by another script (gan with seed, gp, amp, early-stop)" in one_line(capsys.readouterr().err)
 
 
+def test_a_checkpoint_of_an_older_script_is_refused(saved_run, modules, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(saved_run[0], out)
+    older = checkpoint(out / "last.pt")
+    del older["script"]  # scripts before issue 13 did not record it
+    torch.save(older, out / "last.pt")
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(modules["classify"], [*saved_run[1], "--out-dir", out, "--resume"])
+    assert exit_info.value.code == 2
+    assert one_line(capsys.readouterr().err) == (
+        f"error: {out / 'last.pt'} was made by an older script, which did not record its tricks; "
+        "resume it with that script"
+    )
+
+
 def test_a_trick_that_changes_nothing_and_safe_options_do_not_block_a_resume(saved_run, modules, tmp_path):
     """A run of the script without --lr-plot, resumed by the one with it, on --device cpu with --threads 1:
     it continues exactly."""

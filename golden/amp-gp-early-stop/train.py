@@ -466,9 +466,10 @@ def load_resumable(out_dir, args):
         fallback = f"copy {previous} (epoch {older['epoch']}) over it to resume there" if older else "none before it"
         fail(f"{path} is unreadable (damaged, or not a checkpoint); {fallback}")
     made_by = checkpoint.get("script")
+    if made_by is None:
+        fail(f"{path} was made by an older script, which did not record its tricks; resume it with that script", 2)
     if made_by != SCRIPT:
-        what = f"{made_by['task']} with {', '.join(made_by['tricks']) or 'no tricks'}" if made_by else "unknown"
-        this = f"{SCRIPT['task']} with {', '.join(SCRIPT['tricks']) or 'no tricks'}"
+        what, this = (f"{s['task']} with {', '.join(s['tricks']) or 'no tricks'}" for s in (made_by, SCRIPT))
         fail(f"{path} was made by another script ({what}), not this one ({this}); resume it with that script", 2)
     saved_args, now = checkpoint["args"], vars(args)
     changed = [
