@@ -211,6 +211,163 @@ def gradient_penalty(critic, real, fake, lambda_gp):
     return lambda_gp * ((norms - 1) ** 2).mean()
 
 
+def train_one_epoch(
+    generator,
+    critic,
+    critic_optimizer,
+    generator_optimizer,
+    critic_scheduler,
+    generator_scheduler,
+    args,
+):
+    """--steps-per-epoch generator steps, each after --n-critic critic steps; returns the epoch's mean losses."""
+    generator.train()
+    critic.train()
+    device = next(critic.parameters()).device
+    # per step, as tensors so that the loop never waits for the device; these columns first
+    history = defaultdict(list, {"critic_loss": [], "generator_loss": []})
+    for _ in range(args.steps_per_epoch):
+        for _ in range(args.n_critic):
+            real = sample_real(args.batch_size, device)
+            with torch.no_grad():  # the critic's step does not train the generator
+                fake = generator(torch.randn(args.batch_size, args.latent_dim, device=device))
+            # one pass scores both halves
+            critic_real, critic_fake = critic(torch.cat([real, fake])).view(2, -1).mean(dim=1)
+            penalty = gradient_penalty(critic, real, fake, args.gp_lambda)
+            critic_loss = critic_fake - critic_real + penalty  # the critic maximises real - fake
+            critic_loss.backward()
+            history["critic_loss"].append(critic_loss.detach())
+            history["wasserstein"].append((critic_real - critic_fake).detach())  # the critic's estimate
+            history["gp"].append(penalty.detach())
+            critic_optimizer.step()
+            critic_optimizer.zero_grad(set_to_none=True)
+            critic_scheduler.step()
+        critic.requires_grad_(False)  # the generator's step leaves the critic's gradients alone
+        noise = torch.randn(args.batch_size, args.latent_dim, device=device)
+        generator_loss = -critic(generator(noise)).mean()
+        generator_loss.backward()
+        history["generator_loss"].append(generator_loss.detach())
+        critic.requires_grad_(True)
+        generator_optimizer.step()
+        generator_optimizer.zero_grad(set_to_none=True)
+        generator_scheduler.step()
+    # a row per generator step
+    steps_ok = torch.stack(history["generator_loss"]).view(args.steps_per_epoch, -1).isfinite().all(dim=1)
+    if not steps_ok.all():
+        raise FloatingPointError(f"the generator's loss is not finite at step {int(torch.nonzero(~steps_ok)[0]) + 1}")
+    means = torch.stack([torch.stack(values).mean() for values in history.values()])
+    metrics = dict(zip(history, means.tolist()))
+    return metrics
+
+
+# -----------------------------------------------------------------------------
+# the run
+
+
+def train(args, argv):
+    """The whole run; returns the trained generator and critic."""
+    STOP.clear()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
+    check_real()  # before seeding: the draw it takes changes no seeded run
+    device = pick_device(args.device)
+    out_dir = make_out_dir(args)
+    generator, critic = (model.to(device) for model in build_models(args))
+    # Adam with beta1 0.5 and beta2 0.9, as in WGAN-GP's experiments; fused: one kernel for all parameters
+    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.lr, betas=(0.5, 0.9), fused=True)
+    generator_optimizer = torch.optim.Adam(generator.parameters(), lr=args.lr, betas=(0.5, 0.9), fused=True)
+    total_steps = args.epochs * args.steps_per_epoch  # generator steps
+    critic_scheduler = build_scheduler(critic_optimizer, args, total_steps * args.n_critic)
+    generator_scheduler = build_scheduler(generator_optimizer, args, total_steps)
+    # what last.pt saves and --resume restores, each through its state_dict
+    stateful = {
+        "generator": generator,
+        "critic": critic,
+        "critic_optimizer": critic_optimizer,
+        "generator_optimizer": generator_optimizer,
+        "critic_scheduler": critic_scheduler,
+        "generator_scheduler": generator_scheduler,
+    }
+    # the same noise scores every epoch, so that the quality metrics compare across epochs
+    eval_noise = torch.randn(2500, args.latent_dim, generator=torch.Generator().manual_seed(0)).to(device)
+    start_epoch, saved_epoch, history = 1, 0, []  # history: metrics.csv's rows, kept in last.pt too
+    if args.resume:
+        checkpoint = load_resumable(out_dir, args)
+        for name, obj in stateful.items():
+            obj.load_state_dict(checkpoint[name])
+        set_rng_state(checkpoint["rng"])
+        saved_epoch, history = checkpoint["epoch"], checkpoint["metrics"]
+        start_epoch = saved_epoch + 1
+        write_metrics(out_dir / "metrics.csv", history)
+        print(f"resuming {out_dir} after epoch {saved_epoch}")
+    print(f"training on {device}, writing to {out_dir}")
+    try:
+        for epoch in range(start_epoch, args.epochs + 1):
+            started = time.time()
+            train_metrics = train_one_epoch(
+                generator,
+                critic,
+                critic_optimizer,
+                generator_optimizer,
+                critic_scheduler,
+                generator_scheduler,
+                args,
+            )
+            wait_for_writes()  # the last epoch's files: a write that failed stops the run here
+            row = {
+                "epoch": epoch,
+                **train_metrics,
+                "lr": generator_optimizer.param_groups[0]["lr"],
+                **sample_quality(generator, eval_noise),
+                "epoch_time_s": round(time.time() - started, 3),
+            }
+            history.append(row)
+            losses = f"critic_loss = {row['critic_loss']:.4f}, generator_loss = {row['generator_loss']:.4f}"
+            quality = f"modes = {row['modes_covered']}/{len(CENTRES)}, hq = {row['hq_fraction']:.3f}"
+            print(f"[ {epoch:03d}/{args.epochs:03d} ] {losses}, {quality}")
+            checkpoint = {
+                **{name: obj.state_dict() for name, obj in stateful.items()},
+                "epoch": epoch,
+                "script": SCRIPT,
+                "args": vars(args),
+                "metrics": history,
+                "rng": rng_state(),
+            }
+            write_later(epoch, append_metrics, out_dir / "metrics.csv", row)
+            save_later(epoch, checkpoint, out_dir / "last.pt", keep_previous=True)
+            saved_epoch = epoch
+            if STOP:
+                exit_stopped(argv, out_dir, saved_epoch)
+    except KeyboardInterrupt:
+        exit_stopped(argv, out_dir, saved_epoch)
+    except FloatingPointError as err:
+        fail(f"epoch {epoch}: {err}; stopped, {saved(out_dir, saved_epoch)}")
+    finally:
+        wait_for_writes()  # every file is on disk before the run ends
+    plot_samples(generator, eval_noise, out_dir / "samples.png")
+    return generator, critic
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return train(args, argv)
+    except KeyboardInterrupt:  # Ctrl-C twice before the first epoch ended
+        exit_stopped(argv, None, 0)
+    except BrokenPipeError:  # `python train.py | head`: the reader has gone, so stop quietly, as `yes | head` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python exits
+        raise SystemExit(141)
+    finally:
+        unlock_run()
+
+
+# -----------------------------------------------------------------------------
+# run plumbing: the run folder and its lock, files written on a thread, checkpoints, random states, signals
+
+
 def pick_device(name):
     """--device: a name, or auto for cuda, else mps, else cpu."""
     if name != "auto":
@@ -442,159 +599,6 @@ def exit_stopped(argv, out_dir, saved_epoch):
     print(f"stopped: {out_dir / 'last.pt'} holds epoch {saved_epoch}. Resume with:", file=sys.stderr)
     print(f"    {command}", file=sys.stderr)
     raise SystemExit(code)
-
-
-def train_one_epoch(
-    generator,
-    critic,
-    critic_optimizer,
-    generator_optimizer,
-    critic_scheduler,
-    generator_scheduler,
-    args,
-):
-    """--steps-per-epoch generator steps, each after --n-critic critic steps; returns the epoch's mean losses."""
-    generator.train()
-    critic.train()
-    device = next(critic.parameters()).device
-    # per step, as tensors so that the loop never waits for the device; these columns first
-    history = defaultdict(list, {"critic_loss": [], "generator_loss": []})
-    for _ in range(args.steps_per_epoch):
-        for _ in range(args.n_critic):
-            real = sample_real(args.batch_size, device)
-            with torch.no_grad():  # the critic's step does not train the generator
-                fake = generator(torch.randn(args.batch_size, args.latent_dim, device=device))
-            # one pass scores both halves
-            critic_real, critic_fake = critic(torch.cat([real, fake])).view(2, -1).mean(dim=1)
-            penalty = gradient_penalty(critic, real, fake, args.gp_lambda)
-            critic_loss = critic_fake - critic_real + penalty  # the critic maximises real - fake
-            critic_loss.backward()
-            history["critic_loss"].append(critic_loss.detach())
-            history["wasserstein"].append((critic_real - critic_fake).detach())  # the critic's estimate
-            history["gp"].append(penalty.detach())
-            critic_optimizer.step()
-            critic_optimizer.zero_grad(set_to_none=True)
-            critic_scheduler.step()
-        critic.requires_grad_(False)  # the generator's step leaves the critic's gradients alone
-        noise = torch.randn(args.batch_size, args.latent_dim, device=device)
-        generator_loss = -critic(generator(noise)).mean()
-        generator_loss.backward()
-        history["generator_loss"].append(generator_loss.detach())
-        critic.requires_grad_(True)
-        generator_optimizer.step()
-        generator_optimizer.zero_grad(set_to_none=True)
-        generator_scheduler.step()
-    # a row per generator step
-    steps_ok = torch.stack(history["generator_loss"]).view(args.steps_per_epoch, -1).isfinite().all(dim=1)
-    if not steps_ok.all():
-        raise FloatingPointError(f"the generator's loss is not finite at step {int(torch.nonzero(~steps_ok)[0]) + 1}")
-    means = torch.stack([torch.stack(values).mean() for values in history.values()])
-    metrics = dict(zip(history, means.tolist()))
-    return metrics
-
-
-# -----------------------------------------------------------------------------
-# the run
-
-
-def train(args, argv):
-    """The whole run; returns the trained generator and critic."""
-    STOP.clear()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, request_stop)
-    check_real()  # before seeding: the draw it takes changes no seeded run
-    device = pick_device(args.device)
-    out_dir = make_out_dir(args)
-    generator, critic = (model.to(device) for model in build_models(args))
-    # Adam with beta1 0.5 and beta2 0.9, as in WGAN-GP's experiments; fused: one kernel for all parameters
-    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.lr, betas=(0.5, 0.9), fused=True)
-    generator_optimizer = torch.optim.Adam(generator.parameters(), lr=args.lr, betas=(0.5, 0.9), fused=True)
-    total_steps = args.epochs * args.steps_per_epoch  # generator steps
-    critic_scheduler = build_scheduler(critic_optimizer, args, total_steps * args.n_critic)
-    generator_scheduler = build_scheduler(generator_optimizer, args, total_steps)
-    # what last.pt saves and --resume restores, each through its state_dict
-    stateful = {
-        "generator": generator,
-        "critic": critic,
-        "critic_optimizer": critic_optimizer,
-        "generator_optimizer": generator_optimizer,
-        "critic_scheduler": critic_scheduler,
-        "generator_scheduler": generator_scheduler,
-    }
-    # the same noise scores every epoch, so that the quality metrics compare across epochs
-    eval_noise = torch.randn(2500, args.latent_dim, generator=torch.Generator().manual_seed(0)).to(device)
-    start_epoch, saved_epoch, history = 1, 0, []  # history: metrics.csv's rows, kept in last.pt too
-    if args.resume:
-        checkpoint = load_resumable(out_dir, args)
-        for name, obj in stateful.items():
-            obj.load_state_dict(checkpoint[name])
-        set_rng_state(checkpoint["rng"])
-        saved_epoch, history = checkpoint["epoch"], checkpoint["metrics"]
-        start_epoch = saved_epoch + 1
-        write_metrics(out_dir / "metrics.csv", history)
-        print(f"resuming {out_dir} after epoch {saved_epoch}")
-    print(f"training on {device}, writing to {out_dir}")
-    try:
-        for epoch in range(start_epoch, args.epochs + 1):
-            started = time.time()
-            train_metrics = train_one_epoch(
-                generator,
-                critic,
-                critic_optimizer,
-                generator_optimizer,
-                critic_scheduler,
-                generator_scheduler,
-                args,
-            )
-            wait_for_writes()  # the last epoch's files: a write that failed stops the run here
-            row = {
-                "epoch": epoch,
-                **train_metrics,
-                "lr": generator_optimizer.param_groups[0]["lr"],
-                **sample_quality(generator, eval_noise),
-                "epoch_time_s": round(time.time() - started, 3),
-            }
-            history.append(row)
-            losses = f"critic_loss = {row['critic_loss']:.4f}, generator_loss = {row['generator_loss']:.4f}"
-            quality = f"modes = {row['modes_covered']}/{len(CENTRES)}, hq = {row['hq_fraction']:.3f}"
-            print(f"[ {epoch:03d}/{args.epochs:03d} ] {losses}, {quality}")
-            checkpoint = {
-                **{name: obj.state_dict() for name, obj in stateful.items()},
-                "epoch": epoch,
-                "script": SCRIPT,
-                "args": vars(args),
-                "metrics": history,
-                "rng": rng_state(),
-            }
-            write_later(epoch, append_metrics, out_dir / "metrics.csv", row)
-            save_later(epoch, checkpoint, out_dir / "last.pt", keep_previous=True)
-            saved_epoch = epoch
-            if STOP:
-                exit_stopped(argv, out_dir, saved_epoch)
-    except KeyboardInterrupt:
-        exit_stopped(argv, out_dir, saved_epoch)
-    except FloatingPointError as err:
-        fail(f"epoch {epoch}: {err}; stopped, {saved(out_dir, saved_epoch)}")
-    finally:
-        wait_for_writes()  # every file is on disk before the run ends
-    plot_samples(generator, eval_noise, out_dir / "samples.png")
-    return generator, critic
-
-
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        return train(args, argv)
-    except KeyboardInterrupt:  # Ctrl-C twice before the first epoch ended
-        exit_stopped(argv, None, 0)
-    except BrokenPipeError:  # `python train.py | head`: the reader has gone, so stop quietly, as `yes | head` does
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python exits
-        raise SystemExit(141)
-    finally:
-        unlock_run()
 
 
 if __name__ == "__main__":

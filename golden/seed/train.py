@@ -185,6 +185,140 @@ def seed_worker(worker_id):
     random.seed(worker_seed)
 
 
+def train_one_epoch(model, train_loader, optimizer, scheduler, args):
+    """One pass over the training set; returns the epoch's training metrics."""
+    model.train()
+    device = next(model.parameters()).device
+    batch_losses, batch_sizes = [], []  # each batch's mean loss as a tensor: no sync with the device in the loop
+    for x, y in train_loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        batch_losses.append(loss.detach())
+        batch_sizes.append(len(y))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+    losses = torch.stack(batch_losses) * torch.tensor(batch_sizes, device=device)  # each batch's summed loss
+    if not torch.isfinite(losses).all():
+        step = int(torch.nonzero(~torch.isfinite(losses))[0]) + 1
+        raise FloatingPointError(f"the loss is {losses[step - 1].item()} at step {step}")
+    metrics = {"train_loss": losses.sum().item() / len(train_loader.sampler)}
+    return metrics
+
+
+@torch.no_grad()
+def evaluate(model, val_loader):
+    """Mean loss and accuracy over the validation set."""
+    model.eval()
+    device = next(model.parameters()).device
+    losses, correct = [], []  # each batch's, as tensors: no sync with the device in the loop
+    samples = 0
+    for x, y in val_loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits = model(x)
+        losses.append(F.cross_entropy(logits, y, reduction="sum"))
+        correct.append((logits.argmax(dim=1) == y).sum())
+        samples += len(y)
+    # summed loss, correct predictions, samples
+    totals = torch.stack([torch.stack(losses).sum(), torch.stack(correct).sum(), torch.tensor(samples, device=device)])
+    total_loss, total_correct, count = totals.tolist()
+    return {"val_loss": total_loss / count, "val_acc": total_correct / count}
+
+
+# -----------------------------------------------------------------------------
+# the run
+
+
+def train(args, argv):
+    """The whole run; returns the trained model."""
+    STOP.clear()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
+    device = pick_device(args.device)
+    set_seed(args.seed)
+    out_dir = make_out_dir(args)
+    train_loader, val_loader = build_data(args)
+    check_inputs(train_loader)
+    model = build_model(args).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, fused=True)  # one kernel for all parameters
+    total_steps = args.epochs * len(train_loader)
+    scheduler = build_scheduler(optimizer, args, total_steps)
+    # what last.pt saves and --resume restores, each through its state_dict
+    stateful = {
+        "model": model,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+    }
+    start_epoch, saved_epoch, history = 1, 0, []  # history: metrics.csv's rows, kept in last.pt too
+    if args.resume:
+        checkpoint = load_resumable(out_dir, args)
+        for name, obj in stateful.items():
+            obj.load_state_dict(checkpoint[name])
+        set_rng_state(checkpoint["rng"], train_loader)
+        saved_epoch, history = checkpoint["epoch"], checkpoint["metrics"]
+        start_epoch = saved_epoch + 1
+        write_metrics(out_dir / "metrics.csv", history)
+        print(f"resuming {out_dir} after epoch {saved_epoch}")
+    print(f"training on {device}, writing to {out_dir}")
+    try:
+        for epoch in range(start_epoch, args.epochs + 1):
+            started = time.time()
+            train_metrics = train_one_epoch(model, train_loader, optimizer, scheduler, args)
+            val_metrics = evaluate(model, val_loader)
+            wait_for_writes()  # the last epoch's files: a write that failed stops the run here
+            row = {
+                "epoch": epoch,
+                **train_metrics,
+                **val_metrics,
+                "lr": optimizer.param_groups[0]["lr"],
+                "epoch_time_s": round(time.time() - started, 3),
+            }
+            history.append(row)
+            summary = f"loss = {row['val_loss']:.5f}, acc = {row['val_acc']:.5f}"
+            print(f"[ Valid | {epoch:03d}/{args.epochs:03d} ] {summary}")
+            checkpoint = {
+                **{name: obj.state_dict() for name, obj in stateful.items()},
+                "epoch": epoch,
+                "script": SCRIPT,
+                "args": vars(args),
+                "metrics": history,
+                "rng": rng_state(train_loader),
+            }
+            write_later(epoch, append_metrics, out_dir / "metrics.csv", row)
+            save_later(epoch, checkpoint, out_dir / "last.pt", keep_previous=True)
+            saved_epoch = epoch
+            if STOP:
+                exit_stopped(argv, out_dir, saved_epoch)
+    except KeyboardInterrupt:
+        exit_stopped(argv, out_dir, saved_epoch)
+    except FloatingPointError as err:
+        fail(f"epoch {epoch}: {err}; stopped, {saved(out_dir, saved_epoch)}")
+    finally:
+        wait_for_writes()  # every file is on disk before the run ends
+    return model
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return train(args, argv)
+    except KeyboardInterrupt:  # Ctrl-C twice before the first epoch ended
+        exit_stopped(argv, None, 0)
+    except BrokenPipeError:  # `python train.py | head`: the reader has gone, so stop quietly, as `yes | head` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python exits
+        raise SystemExit(141)
+    finally:
+        unlock_run()
+
+
+# -----------------------------------------------------------------------------
+# run plumbing: the run folder and its lock, files written on a thread, checkpoints, random states, signals
+
+
 def pick_device(name):
     """--device: a name, or auto for cuda, else mps, else cpu."""
     if name != "auto":
@@ -424,136 +558,6 @@ def exit_stopped(argv, out_dir, saved_epoch):
     print(f"stopped: {out_dir / 'last.pt'} holds epoch {saved_epoch}. Resume with:", file=sys.stderr)
     print(f"    {command}", file=sys.stderr)
     raise SystemExit(code)
-
-
-def train_one_epoch(model, train_loader, optimizer, scheduler, args):
-    """One pass over the training set; returns the epoch's training metrics."""
-    model.train()
-    device = next(model.parameters()).device
-    batch_losses, batch_sizes = [], []  # each batch's mean loss as a tensor: no sync with the device in the loop
-    for x, y in train_loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        batch_losses.append(loss.detach())
-        batch_sizes.append(len(y))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-    losses = torch.stack(batch_losses) * torch.tensor(batch_sizes, device=device)  # each batch's summed loss
-    if not torch.isfinite(losses).all():
-        step = int(torch.nonzero(~torch.isfinite(losses))[0]) + 1
-        raise FloatingPointError(f"the loss is {losses[step - 1].item()} at step {step}")
-    metrics = {"train_loss": losses.sum().item() / len(train_loader.sampler)}
-    return metrics
-
-
-@torch.no_grad()
-def evaluate(model, val_loader):
-    """Mean loss and accuracy over the validation set."""
-    model.eval()
-    device = next(model.parameters()).device
-    losses, correct = [], []  # each batch's, as tensors: no sync with the device in the loop
-    samples = 0
-    for x, y in val_loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x)
-        losses.append(F.cross_entropy(logits, y, reduction="sum"))
-        correct.append((logits.argmax(dim=1) == y).sum())
-        samples += len(y)
-    # summed loss, correct predictions, samples
-    totals = torch.stack([torch.stack(losses).sum(), torch.stack(correct).sum(), torch.tensor(samples, device=device)])
-    total_loss, total_correct, count = totals.tolist()
-    return {"val_loss": total_loss / count, "val_acc": total_correct / count}
-
-
-# -----------------------------------------------------------------------------
-# the run
-
-
-def train(args, argv):
-    """The whole run; returns the trained model."""
-    STOP.clear()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, request_stop)
-    device = pick_device(args.device)
-    set_seed(args.seed)
-    out_dir = make_out_dir(args)
-    train_loader, val_loader = build_data(args)
-    check_inputs(train_loader)
-    model = build_model(args).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, fused=True)  # one kernel for all parameters
-    total_steps = args.epochs * len(train_loader)
-    scheduler = build_scheduler(optimizer, args, total_steps)
-    # what last.pt saves and --resume restores, each through its state_dict
-    stateful = {
-        "model": model,
-        "optimizer": optimizer,
-        "scheduler": scheduler,
-    }
-    start_epoch, saved_epoch, history = 1, 0, []  # history: metrics.csv's rows, kept in last.pt too
-    if args.resume:
-        checkpoint = load_resumable(out_dir, args)
-        for name, obj in stateful.items():
-            obj.load_state_dict(checkpoint[name])
-        set_rng_state(checkpoint["rng"], train_loader)
-        saved_epoch, history = checkpoint["epoch"], checkpoint["metrics"]
-        start_epoch = saved_epoch + 1
-        write_metrics(out_dir / "metrics.csv", history)
-        print(f"resuming {out_dir} after epoch {saved_epoch}")
-    print(f"training on {device}, writing to {out_dir}")
-    try:
-        for epoch in range(start_epoch, args.epochs + 1):
-            started = time.time()
-            train_metrics = train_one_epoch(model, train_loader, optimizer, scheduler, args)
-            val_metrics = evaluate(model, val_loader)
-            wait_for_writes()  # the last epoch's files: a write that failed stops the run here
-            row = {
-                "epoch": epoch,
-                **train_metrics,
-                **val_metrics,
-                "lr": optimizer.param_groups[0]["lr"],
-                "epoch_time_s": round(time.time() - started, 3),
-            }
-            history.append(row)
-            summary = f"loss = {row['val_loss']:.5f}, acc = {row['val_acc']:.5f}"
-            print(f"[ Valid | {epoch:03d}/{args.epochs:03d} ] {summary}")
-            checkpoint = {
-                **{name: obj.state_dict() for name, obj in stateful.items()},
-                "epoch": epoch,
-                "script": SCRIPT,
-                "args": vars(args),
-                "metrics": history,
-                "rng": rng_state(train_loader),
-            }
-            write_later(epoch, append_metrics, out_dir / "metrics.csv", row)
-            save_later(epoch, checkpoint, out_dir / "last.pt", keep_previous=True)
-            saved_epoch = epoch
-            if STOP:
-                exit_stopped(argv, out_dir, saved_epoch)
-    except KeyboardInterrupt:
-        exit_stopped(argv, out_dir, saved_epoch)
-    except FloatingPointError as err:
-        fail(f"epoch {epoch}: {err}; stopped, {saved(out_dir, saved_epoch)}")
-    finally:
-        wait_for_writes()  # every file is on disk before the run ends
-    return model
-
-
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        return train(args, argv)
-    except KeyboardInterrupt:  # Ctrl-C twice before the first epoch ended
-        exit_stopped(argv, None, 0)
-    except BrokenPipeError:  # `python train.py | head`: the reader has gone, so stop quietly, as `yes | head` does
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python exits
-        raise SystemExit(141)
-    finally:
-        unlock_run()
 
 
 if __name__ == "__main__":
