@@ -1,47 +1,36 @@
 """The options of one render. This dataclass is the single source for the `tricks new` flags (cli.py
-builds them from its fields), the template context and the answers file a project records."""
+builds them from its fields), the template context and the answers file a project records. Its fields
+are the task and a bool per trick of the catalogue (generator/tricks.py), in catalogue order."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from enum import Enum
+from dataclasses import asdict, field, make_dataclass
 from pathlib import Path
 
+from generator.tricks import TRICKS, Task
 
-class Task(str, Enum):
-    """What the generated script trains."""
-
-    classify = "classify"
-    gan = "gan"
+TRICK_NAMES = tuple(trick.name for trick in TRICKS)
 
 
-@dataclass(frozen=True)
-class Options:
+class OptionsBase:
     """Which script to render: a task and the tricks wired into it (catalogue order)."""
 
-    task: Task = Task.classify
-    seed: bool = False
-    gp: bool = False
-    accumulate: bool = False
-    amp: bool = False
-    clip: bool = False
-    lr_plot: bool = False
-    early_stop: bool = False
-    ddp: bool = False
+    task: Task
 
     def __post_init__(self) -> None:
         from generator.errors import UsageError
 
         if not isinstance(self.task, Task):
             raise UsageError(f"unknown task {self.task!r}; the tasks are: {', '.join(t.value for t in Task)}")
-        for name in TRICK_NAMES:
-            if not isinstance(getattr(self, name), bool):
-                raise UsageError(f"{name} must be true or false, not {getattr(self, name)!r}")
-        if self.gp and self.task is not Task.gan:
-            raise UsageError("--gp (WGAN-GP) trains a GAN: drop --task classify, or use --task gan")
+        for trick in TRICKS:
+            if not isinstance(getattr(self, trick.name), bool):
+                raise UsageError(f"{trick.name} must be true or false, not {getattr(self, trick.name)!r}")
+            if getattr(self, trick.name) and self.task not in trick.tasks:
+                tasks = " or ".join(f"--task {task.value}" for task in trick.tasks)
+                raise UsageError(f"{trick.flag} does not apply to --task {self.task.value}: use {tasks}")
 
     @classmethod
-    def create(cls, task: Task | str | None = None, **tricks: bool) -> Options:
+    def create(cls, task: Task | str | None = None, **tricks: bool) -> OptionsBase:
         """Options from CLI-style input: no task means gan when --gp is on, else classify."""
         from generator.errors import UsageError
 
@@ -57,7 +46,7 @@ class Options:
         return cls(task=task, **tricks)
 
     @classmethod
-    def from_answers(cls, path: Path) -> tuple[Options, str]:
+    def from_answers(cls, path: Path) -> tuple[OptionsBase, str]:
         """The options and project name an answers file recorded; refused in one line when the file is
         not one this version of torch-tricks wrote or can read."""
         import yaml
@@ -103,7 +92,13 @@ class Options:
         return {"project_name": project_name, **answers, "_tricks_version": version}
 
 
-TRICK_NAMES = tuple(f.name for f in fields(Options) if f.name != "task")
+Options = make_dataclass(
+    "Options",
+    [("task", Task, field(default=Task.classify))] + [(name, bool, field(default=False)) for name in TRICK_NAMES],
+    bases=(OptionsBase,),
+    frozen=True,
+)
+Options.__module__, Options.__doc__ = __name__, OptionsBase.__doc__
 
 
 def version_tuple(version: object) -> tuple[int, ...]:

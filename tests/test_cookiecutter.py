@@ -8,7 +8,7 @@ from dataclasses import fields
 
 import pytest
 
-from generator.options import Options
+from generator.options import Options, Task
 from generator.render import render_project, template_dir
 from generator.tricks import TRICKS
 from tests.helpers import scratch_env
@@ -35,6 +35,9 @@ def test_cookiecutter_json_holds_the_options_fields_and_defaults():
             assert data[f.name] is f.default
     for trick in TRICKS:
         assert data["__prompts__"][trick.name].startswith(trick.flag.removeprefix("--") + ":")
+    # the tricks that apply to some tasks only, for the hook that refuses them elsewhere
+    some_tasks = {trick.name: [task.value for task in trick.tasks] for trick in TRICKS if len(trick.tasks) < len(Task)}
+    assert data["_tasks"] == some_tasks
 
 
 @pytest.mark.parametrize(
@@ -55,5 +58,5 @@ def test_plain_cookiecutter_renders_what_tricks_renders(tmp_path, extra, options
 def test_plain_cookiecutter_refuses_gp_without_gan(tmp_path):
     result = plain_cookiecutter(tmp_path, "gp=yes")
     assert result.returncode != 0
-    assert "gp (WGAN-GP) trains a GAN" in result.stderr
+    assert "error: gp does not apply to task classify: choose task gan" in result.stderr
     assert list(tmp_path.iterdir()) == []
