@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from generator.options import Options
+from generator.options import TRICK_NAMES, Options
 from generator.render import render_project
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
@@ -29,6 +29,9 @@ CASES = {
     "ddp": Options.create(ddp=True),
     "ddp-all": Options.create(ddp=True, **dict.fromkeys(SIX, True)),
     "gp-ddp": Options.create(gp=True, ddp=True),
+    "ema": Options.create(ema=True),
+    "gp-every-trick": Options.create(**{name: True for name in TRICK_NAMES}),
+    "every-trick": Options.create(**{name: True for name in TRICK_NAMES if name != "gp"}),
     "all-but-amp": Options.create(**{**dict.fromkeys(SIX, True), "amp": False}),
     "gp-all-but-amp": Options.create(gp=True, **{**dict.fromkeys(SIX, True), "amp": False}),
 }
