@@ -1,0 +1,60 @@
+"""Every pair of tricks runs together: for each task, a small set of renders (a covering array, built
+here from the catalogue) in which every two tricks that apply to the task are seen in all four ways (both
+on, either alone, neither), each render run for real (a short run in a process of its own, as users run
+it; --ddp as a group of one). Every combination is rendered and checked statically by
+test_combinations; this executes a few that between them meet every pair."""
+
+import itertools
+import math
+
+import pytest
+
+from generator.options import Task
+from generator.tricks import TRICKS
+from tests.helpers import checkpoint, metrics, render, run_script
+
+SHORT = {Task.classify: ["--epochs", "2"], Task.gan: ["--epochs", "2", "--steps-per-epoch", "4", "--n-critic", "2"]}
+
+
+def covering_array(names: list[str]) -> list[dict[str, bool]]:
+    """Rows of on/off for `names` in which every pair of names takes all four values together. Greedy:
+    each new row is the candidate that covers the most pairs still missing (deterministic)."""
+    missing = {(a, b, x, y) for a, b in itertools.combinations(names, 2) for x in (False, True) for y in (False, True)}
+    rows = []
+    while missing:
+        best, gain = None, -1
+        for values in itertools.product((False, True), repeat=len(names)):
+            row = dict(zip(names, values))
+            covered = sum((a, b, row[a], row[b]) in missing for a, b in itertools.combinations(names, 2))
+            if covered > gain:
+                best, gain = row, covered
+        rows.append(best)
+        missing -= {(a, b, best[a], best[b]) for a, b in itertools.combinations(names, 2)}
+    return rows
+
+
+RUNS = [(task, row) for task in Task for row in covering_array([trick.name for trick in TRICKS if task in trick.tasks])]
+
+
+def test_the_covering_array_meets_every_pair_in_all_four_ways():
+    for task in Task:
+        names = [trick.name for trick in TRICKS if task in trick.tasks]
+        rows = [row for t, row in RUNS if t is task]
+        for a, b in itertools.combinations(names, 2):
+            assert {(row[a], row[b]) for row in rows} == {(False, False), (False, True), (True, False), (True, True)}
+        assert len(rows) < 2 ** len(names) / 10, "a few runs, not every combination"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("task", "row"), RUNS, ids=["-".join([t.value, *(n for n, on in r.items() if on)]) for t, r in RUNS]
+)
+def test_a_render_of_the_covering_array_runs(tmp_path, task, row):
+    project = render(tmp_path / "p", task, **row)
+    result = run_script(project, *SHORT[task], "--out-dir", tmp_path / "run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = metrics(tmp_path / "run")
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    loss = "train_loss" if task is Task.classify else "critic_loss"
+    assert all(math.isfinite(float(r[loss])) for r in rows)
+    assert checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 2
