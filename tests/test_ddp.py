@@ -127,7 +127,9 @@ def test_early_stopping_ends_every_rank(tmp_path, projects):
 
 
 def test_resume_under_torchrun_equals_the_uninterrupted_run(tmp_path, projects):
-    args = ["--epochs", 6, "--seed", 3, "--patience", 100]
+    # 30 epochs: the Ctrl-C sent after row 2 lands mid-run however busy the machine (at 6, a loaded machine
+    # once let the run end first)
+    args = ["--epochs", 30, "--seed", 3, "--patience", 100]
     ok(torchrun(projects["six"], *args, "--out-dir", tmp_path / "whole"))
     out = tmp_path / "cut"
     process = subprocess.Popen([*TORCHRUN, *map(str, args), "--out-dir", str(out)], cwd=projects["six"],
@@ -140,7 +142,7 @@ def test_resume_under_torchrun_equals_the_uninterrupted_run(tmp_path, projects):
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches torchrun and every rank
     _, stderr = process.communicate(timeout=120)
     saved = checkpoint(out / "last.pt")["epoch"]
-    assert 2 <= saved < 6 and len(checkpoint(out / "last.pt")["rng"]) == 2, "every rank's random streams"
+    assert 2 <= saved < 30 and len(checkpoint(out / "last.pt")["rng"]) == 2, "every rank's random streams"
     # the resume command it printed is torchrun's, on as many processes
     lines = stderr.decode().splitlines()  # torchrun's own traceback for the signal follows the script's lines
     command = shlex.split(lines[lines.index(next(line for line in lines if line.endswith("Resume with:"))) + 1])
