@@ -31,7 +31,7 @@ def recorded_updates(monkeypatch):
 def test_the_average_takes_each_optimizer_step_once_with_the_decay(tmp_path, rendered, recorded_updates):
     """4 micro-batches per step: one update per window, each moving the average 1 - decay of the way."""
     module = rendered("classify", ema=True, accumulate=True, seed=True)
-    run_main(module, ["--epochs", 2, "--ema-decay", 0.9, "--out-dir", tmp_path])
+    final = run_main(module, ["--epochs", 2, "--ema-decay", 0.9, "--out-dir", tmp_path])
     last = checkpoint(tmp_path / "last.pt")
     assert len(recorded_updates) == last["scheduler"]["last_epoch"] == 2 * 8  # 32 batches / 4 per step, per epoch
     assert last["ema"]["n_averaged"].item() == len(recorded_updates)
@@ -41,6 +41,7 @@ def test_the_average_takes_each_optimizer_step_once_with_the_decay(tmp_path, ren
     for key, value in averaged(last["ema"]).items():
         torch.testing.assert_close(value, expected[key], rtol=1e-6, atol=1e-7)
     assert not same_tensors(averaged(last["ema"]), last["model"]), "the average is not the raw weights"
+    assert same_tensors(final.state_dict(), averaged(last["ema"])), "the run ends with the average's weights"
 
 
 def test_a_float16_step_the_scaler_skips_does_not_move_the_average(rendered, recorded_updates):

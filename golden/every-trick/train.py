@@ -573,7 +573,6 @@ def train(args, argv):
     finally:
         wait_for_writes()  # every file is on disk before the run ends
     dist.barrier()  # wait for rank 0 to finish writing best.pt
-    model.module.load_state_dict(ema.module.state_dict())  # the run ends with the averaged weights
     best = torch.load(out_dir / "best.pt", map_location=device)
     model.module.load_state_dict(best["model"])
     print(f"best: epoch {best['epoch']}, {args.monitor} {best['best_metric']:.5f}; its weights are loaded")

@@ -626,7 +626,6 @@ def train(args, argv):
     finally:
         wait_for_writes()  # every file is on disk before the run ends
     dist.barrier()  # wait for rank 0 to finish writing best.pt
-    generator.module.load_state_dict(ema.module.state_dict())  # the run ends with the averaged weights
     best = torch.load(out_dir / "best.pt", map_location=device)
     generator.module.load_state_dict(best["generator"])
     critic.module.load_state_dict(best["critic"])
