@@ -34,6 +34,7 @@ TRICKS = (
     Trick("amp", "automatic mixed precision: bfloat16, or float16 with a GradScaler"),
     Trick("clip", "gradient clipping by norm or by value, after unscaling, once per step"),
     Trick("ema", "exponential moving average of the weights: validated, kept as best.pt, and the final weights"),
+    Trick("compile", "torch.compile the models' forward passes; checkpoints stay plain, resumable either way"),
     Trick("lr_plot", "draw the learning-rate schedule to lr_schedule.png without touching the run"),
     Trick("early_stop", "keep the best checkpoint; stop when the monitored metric stalls"),
     Trick("ddp", "DistributedDataParallel: the same script on many processes with torchrun"),

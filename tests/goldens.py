@@ -30,6 +30,7 @@ CASES = {
     "ddp-all": Options.create(ddp=True, **dict.fromkeys(SIX, True)),
     "gp-ddp": Options.create(gp=True, ddp=True),
     "ema": Options.create(ema=True),
+    "compile": Options.create(compile=True),
     "gp-every-trick": Options.create(**{name: True for name in TRICK_NAMES}),
     "every-trick": Options.create(**{name: True for name in TRICK_NAMES if name != "gp"}),
     "all-but-amp": Options.create(**{**dict.fromkeys(SIX, True), "amp": False}),

@@ -503,7 +503,7 @@ def load_resumable(out_dir, args):
     saved_args, now = checkpoint["args"], vars(args)
     changed = [
         f"--{name.replace('_', '-')} {saved_args.get(name)} (now {now.get(name)})"
-        for name in sorted(saved_args.keys() | now.keys())
+        for name in sorted(saved_args.keys() & now.keys())  # an option only one side has is a neutral trick's
         if name not in SAFE_TO_CHANGE and saved_args.get(name) != now.get(name)
     ]
     if changed:

@@ -1,0 +1,54 @@
+"""--compile: the forward passes are compiled (tens of seconds on a CPU, so few tests here); checkpoints
+keep the plain module's keys, so a run resumes with or without --compile; and the gradient penalty,
+whose double backward torch.compile does not support, runs its pass eagerly and equals the eager one."""
+
+import pytest
+import torch
+import torch._dynamo
+from torch import nn
+
+from tests.helpers import checkpoint, metrics, run_main
+from tests.test_faults import stop_after
+
+pytestmark = pytest.mark.slow  # compiling
+
+
+def test_a_compiled_run_resumes_uncompiled_and_the_other_way_round(tmp_path, rendered, monkeypatch):
+    compiled = rendered("classify", compile=True, seed=True, ema=True)
+    eager = rendered("classify", seed=True, ema=True)
+    args = ["--epochs", 3, "--ema-decay", 0.9]
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    for first, then, out in [(compiled, eager, tmp_path / "a"), (eager, compiled, tmp_path / "b")]:
+        with monkeypatch.context() as patch:
+            stop_after(first, patch, epoch=1)
+            with pytest.raises(SystemExit):
+                run_main(first, [*args, "--out-dir", out])
+        saved = checkpoint(out / "last.pt")
+        assert not any("_orig_mod" in key for key in [*saved["model"], *saved["ema"]]), "plain keys"
+        run_main(then, [*args, "--out-dir", out, "--resume"])
+        assert [row["epoch"] for row in metrics(out)] == ["1", "2", "3"]
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0, "the forward pass was compiled"
+
+
+def test_the_penalty_under_compile_equals_the_eager_one(rendered):
+    """The critic's forward compiled, as --compile does: the penalty and the gradients it gives the critic
+    are those of the eager critic (its pass runs eagerly: torch.compile has no double backward)."""
+    gradient_penalty = rendered("gan", gp=True, compile=True).gradient_penalty
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 1))
+    real, fake = torch.randn(64, 2), torch.randn(64, 2)
+    results = []
+    for compile_forward in (False, True):
+        if compile_forward:
+            critic.forward = torch.compile(critic.forward)
+        critic.zero_grad()
+        torch.manual_seed(1)
+        penalty = gradient_penalty(critic, real, fake, 10.0)
+        penalty.backward()  # the double backward
+        # the last bias gets no gradient: the penalty depends on the critic's slope alone
+        results.append((penalty.detach(), [p.grad for p in critic.parameters()][:-1]))
+    (eager, eager_grads), (compiled, compiled_grads) = results
+    assert torch.equal(eager, compiled)
+    assert all(torch.equal(a, b) for a, b in zip(eager_grads, compiled_grads))
+    critic(real).sum().backward()  # the critic's other passes do run compiled
