@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from tests.helpers import checkpoint, metrics, run_main, same_tensors
+from tests.helpers import checkpoint, max_difference, metrics, run_main, same_tensors
 from tests.test_faults import stop_after
 
 
@@ -108,3 +108,23 @@ def test_the_gan_averages_its_generator_and_scores_the_average(tmp_path, rendere
     assert same_tensors(scored[-1], averaged(last["ema"]))
     assert same_tensors(best["generator"], scored[best["epoch"] - 1]) and "critic" in best
     assert same_tensors(generator.state_dict(), best["generator"])
+
+
+def test_accumulated_windows_give_the_average_of_one_large_batch(tmp_path, rendered):
+    """The accumulation guarantee holds for the average too: it takes the same steps."""
+    common = ["--epochs", 2, "--seed", 3, "--warmup-steps", 5, "--ema-decay", 0.9]
+    accumulating = rendered("classify", seed=True, accumulate=True, ema=True)
+    run_main(accumulating, [*common, "--accumulate-steps", 4, "--batch-size", 16, "--out-dir", tmp_path / "k4"])
+    run_main(rendered("classify", seed=True, ema=True), [*common, "--batch-size", 64, "--out-dir", tmp_path / "large"])
+    k4, large = checkpoint(tmp_path / "k4" / "last.pt"), checkpoint(tmp_path / "large" / "last.pt")
+    assert max_difference(averaged(k4["ema"]), averaged(large["ema"])) < 1e-5
+
+
+def test_the_same_seed_gives_the_same_average_and_the_lr_plot_changes_nothing(tmp_path, rendered):
+    args = ["--epochs", 2, "--seed", 5, "--ema-decay", 0.9]
+    run_main(rendered("classify", seed=True, ema=True), [*args, "--out-dir", tmp_path / "a"])
+    run_main(rendered("classify", seed=True, ema=True), [*args, "--out-dir", tmp_path / "b"])
+    run_main(rendered("classify", seed=True, ema=True, lr_plot=True), [*args, "--out-dir", tmp_path / "plot"])
+    a, b, plot = (checkpoint(tmp_path / name / "last.pt")["ema"] for name in ("a", "b", "plot"))
+    assert same_tensors(a, b) and same_tensors(a, plot)
+    assert metrics(tmp_path / "a") == metrics(tmp_path / "b") == metrics(tmp_path / "plot")
