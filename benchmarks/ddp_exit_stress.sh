@@ -2,17 +2,24 @@
 # Stress check for a clean exit under torchrun (issue 13, item 9): the two-process run, N times (default
 # 20), beside a busy-looping CPU hog. Every run must exit 0; before the fix about one in twenty aborted at
 # exit on rank 1 ("terminate called without an active exception", SIGABRT) after training ended.
-# Not part of `make test` (a few minutes): bash benchmarks/ddp_exit_stress.sh [N]
+# Not part of `make test` (a few minutes): bash benchmarks/ddp_exit_stress.sh [N] [HOGS] [TRICKS...]
+# (defaults: 20 runs, 1 hog, the six tricks of the headline; e.g. `... 30 2 --seed` for --ddp --seed alone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-20}
+hogs=${2:-1}
+shift $(($# > 2 ? 2 : $#))
+tricks=("${@:---seed --amp --clip --accumulate --lr-plot --early-stop}")
 python=$(realpath -s "${PYTHON:-.venv/bin/python}")
 work=$(mktemp -d)
-hog=""
-trap '[ -z "$hog" ] || kill "$hog"; rm -rf "$work"' EXIT
-"$python" -m generator new "$work/p" --ddp --seed --amp --clip --accumulate --lr-plot --early-stop >/dev/null
-"$python" -c 'while True: pass' &
-hog=$!
+pids=()
+trap '[ ${#pids[@]} -eq 0 ] || kill "${pids[@]}"; rm -rf "$work"' EXIT
+# shellcheck disable=SC2068
+"$python" -m generator new "$work/p" --ddp ${tricks[@]} >/dev/null
+for _ in $(seq 1 "$hogs"); do
+    "$python" -c 'while True: pass' &
+    pids+=($!)
+done
 failed=0
 for i in $(seq 1 "$runs"); do
     status=0
@@ -26,5 +33,5 @@ for i in $(seq 1 "$runs"); do
         tail -n 5 "$work/log-$i"
     fi
 done
-echo "$((runs - failed))/$runs runs exited cleanly beside a CPU hog"
+echo "$((runs - failed))/$runs runs of --ddp ${tricks[*]} exited cleanly beside $hogs CPU hog(s)"
 [ "$failed" -eq 0 ]

@@ -835,3 +835,8 @@ def exit_stopped(argv, out_dir, saved_epoch):
 
 if __name__ == "__main__":
     main()
+    # the run is done and its files are on disk: skip Python's shutdown, where torch's C++ threads (gloo's, the
+    # store's) can abort the process as static objects are destroyed ("terminate called without an active exception")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
