@@ -101,9 +101,9 @@ def test_accumulation_all_reduces_gradients_once_per_optimizer_step(tmp_path, ta
 def test_no_ddp_wrapper_is_left_for_interpreter_shutdown(tmp_path, projects):
     """The wrapper sits in a reference cycle after the run (it is alive after main with automatic collection
     off); the script collects it at exit, before Python shuts down and frees it at a moment that can abort."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     harness = ["-m", "tests.ddp_alive_at_exit", str(projects["six"]), "--epochs", "1", "--out-dir", str(tmp_path)]
-    result = subprocess.run([*command, *harness], cwd=ROOT, capture_output=True, text=True, timeout=240,
+    # torchrun's launcher, with this harness in place of train.py
+    result = subprocess.run([*TORCHRUN[:-1], *harness], cwd=ROOT, capture_output=True, text=True, timeout=240,
                             check=False, env=scratch_env(tmp_path))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     counts = [line for line in result.stderr.splitlines() if line.startswith("DDP alive")]

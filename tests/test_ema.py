@@ -10,6 +10,11 @@ from tests.helpers import checkpoint, max_difference, metrics, run_main, same_te
 from tests.test_faults import stop_after
 
 
+def snapshot(module) -> dict:
+    """A copy of the module's state as it is now."""
+    return {key: value.detach().clone() for key, value in module.state_dict().items()}
+
+
 def averaged(state: dict) -> dict:
     """The module's entries of an AveragedModel's state dict, under the module's own keys."""
     return {key.removeprefix("module."): value for key, value in state.items() if key.startswith("module.")}
@@ -21,7 +26,7 @@ def recorded_updates(monkeypatch):
     update, seen = AveragedModel.update_parameters, []
 
     def recording(self, model):
-        seen.append({key: value.detach().clone() for key, value in model.state_dict().items()})
+        seen.append(snapshot(model))
         return update(self, model)
 
     monkeypatch.setattr(AveragedModel, "update_parameters", recording)
@@ -64,7 +69,7 @@ def test_validation_best_pt_and_the_final_weights_are_the_average(tmp_path, rend
     evaluate, evaluated = module.evaluate, []
 
     def recording(model, *args):
-        evaluated.append({key: value.detach().clone() for key, value in model.state_dict().items()})
+        evaluated.append(snapshot(model))
         return evaluate(model, *args)
 
     monkeypatch.setattr(module, "evaluate", recording)
@@ -96,7 +101,7 @@ def test_the_gan_averages_its_generator_and_scores_the_average(tmp_path, rendere
     sample_quality, scored = module.sample_quality, []
 
     def recording(generator, noise):
-        scored.append({key: value.detach().clone() for key, value in generator.state_dict().items()})
+        scored.append(snapshot(generator))
         return sample_quality(generator, noise)
 
     monkeypatch.setattr(module, "sample_quality", recording)

@@ -25,7 +25,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from tests.helpers import checkpoint, load, metrics, render, run_main, run_script, same_tensors, scratch_env
+from tests.helpers import checkpoint, load, metrics, render, run_main, run_script, same_tensors
+from tests.test_ddp import torchrun
 
 SIX = {"seed": True, "amp": True, "clip": True, "accumulate": True, "lr_plot": True, "early_stop": True}
 
@@ -912,16 +913,7 @@ def test_plain_data_loaders_of_your_own_work_under_ddp(tmp_path, projects):
         "def build_model(args):"
     )
     (project / "train.py").write_text(script.replace("def build_model(args):", own, 1))
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py"]
-    result = subprocess.run(
-        [*torchrun, "--epochs", "2", "--out-dir", str(tmp_path / "run")],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=scratch_env(project),
-    )
+    result = torchrun(project, "--epochs", 2, "--out-dir", tmp_path / "run", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = metrics(tmp_path / "run")
     assert len(rows) == 2 and float(rows[-1]["val_acc"]) > 0.5
