@@ -2,6 +2,8 @@
 keep the plain module's keys, so a run resumes with or without --compile; and the gradient penalty,
 whose double backward torch.compile does not support, runs its pass eagerly and equals the eager one."""
 
+import re
+
 import pytest
 import torch
 import torch._dynamo
@@ -54,18 +56,30 @@ def test_the_penalty_under_compile_equals_the_eager_one(rendered):
     critic(real).sum().backward()  # the critic's other passes do run compiled
 
 
-def test_a_compiled_run_repeats_and_resumes_exactly(tmp_path, rendered, monkeypatch):
+def compile_report(out: str) -> list[tuple[int, float, float]]:
+    """The lines that report compile time: (epoch, seconds compiling, the epoch's seconds)."""
+    found = re.findall(r"^compiling took ([\d.]+) s of epoch (\d+)'s ([\d.]+) s$", out, flags=re.MULTILINE)
+    return [(int(epoch), float(took), float(whole)) for took, epoch, whole in found]
+
+
+def test_a_compiled_run_repeats_and_resumes_exactly(tmp_path, rendered, monkeypatch, capsys):
     """The guarantees the eager script keeps, compiled: the same seed gives the same run, and a stopped run
-    resumed (compiled again) ends bit-identical to an uninterrupted one."""
+    resumed (compiled again) ends bit-identical to an uninterrupted one. Each process reports its compile
+    time once, after its first epoch, as part of that epoch's time."""
     module = rendered("classify", compile=True, seed=True, accumulate=True)
     args = ["--epochs", 3, "--seed", 4]
+    capsys.readouterr()
     whole = run_main(module, [*args, "--out-dir", tmp_path / "whole"])
+    [(epoch, took, epoch_time)] = compile_report(capsys.readouterr().out)
+    assert epoch == 1 and 0 < took <= epoch_time + 0.1
     again = run_main(module, [*args, "--out-dir", tmp_path / "again"])
     with monkeypatch.context() as patch:
         stop_after(module, patch, epoch=1)
         with pytest.raises(SystemExit):
             run_main(module, [*args, "--out-dir", tmp_path / "cut"])
+    capsys.readouterr()
     resumed = run_main(module, [*args, "--out-dir", tmp_path / "cut", "--resume"])
+    assert [epoch for epoch, _, _ in compile_report(capsys.readouterr().out)] == [2]
     assert metrics(tmp_path / "again") == metrics(tmp_path / "whole") == metrics(tmp_path / "cut")
     assert same_tensors(whole.state_dict(), again.state_dict())
     assert same_tensors(whole.state_dict(), resumed.state_dict())

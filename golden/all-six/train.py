@@ -326,7 +326,7 @@ def train_one_epoch(model, train_loader, optimizer, scheduler, autocast, scaler,
                 for p in model.parameters():
                     if p.grad is not None:
                         p.grad *= full_window / window_samples
-            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            scaler.unscale_(optimizer)  # unscaled: what follows reads the true gradients
             grad_norms.append(clip_gradients(model, args))  # once per step, after the whole window
             scale = scaler.get_scale()
             scaler.step(optimizer)

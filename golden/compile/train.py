@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+import torch._dynamo
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -166,6 +167,11 @@ def check_inputs(train_loader):
         fail(f"build_data gives {x.dtype} inputs, the model's weights are {torch.get_default_dtype()}: convert them", 2)
 
 
+def compile_seconds():
+    """The seconds torch.compile has spent compiling in this process (dynamo's count: torch has no public one)."""
+    return torch._dynamo.utils.calculate_time_spent().get("total_wall_time", 0.0)
+
+
 def train_one_epoch(model, train_loader, optimizer, scheduler, args):
     """One pass over the training set; returns the epoch's training metrics."""
     model.train()
@@ -227,6 +233,7 @@ def train(args, argv):
     # compile the forward pass of the model in place: its first calls compile, so epoch 1 takes longer;
     # the state_dict keys stay the model's own, so a checkpoint is the same compiled or not
     model.forward = torch.compile(model.forward, mode=args.compile_mode)
+    compiled_before = compile_seconds()
     # what last.pt saves and --resume restores, each through its state_dict
     stateful = {
         "model": model,
@@ -258,6 +265,9 @@ def train(args, argv):
                 "epoch_time_s": round(time.time() - started, 3),
             }
             history.append(row)
+            if epoch == start_epoch:  # the first calls compiled, in this epoch's time: report the compile time apart
+                took = compile_seconds() - compiled_before
+                print(f"compiling took {took:.1f} s of epoch {epoch}'s {row['epoch_time_s']:.1f} s")
             summary = f"loss = {row['val_loss']:.5f}, acc = {row['val_acc']:.5f}"
             print(f"[ Valid | {epoch:03d}/{args.epochs:03d} ] {summary}")
             checkpoint = {

@@ -419,7 +419,7 @@ def train_one_epoch(model, train_loader, optimizer, scheduler, autocast, scaler,
                 for p in model.parameters():
                     if p.grad is not None:
                         p.grad *= full_window / window_samples
-            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            scaler.unscale_(optimizer)  # unscaled: what follows reads the true gradients
             grad_norms.append(clip_gradients(model, args))  # once per step, after the whole window
             scale = scaler.get_scale()
             scaler.step(optimizer)
@@ -559,7 +559,7 @@ def train(args, argv):
         fail(f"epoch {epoch}: {err}; stopped, {saved(out_dir, saved_epoch)}")
     finally:
         wait_for_writes()  # every file is on disk before the run ends
-    dist.barrier()  # wait for rank 0 to finish writing best.pt
+    dist.barrier()  # wait for rank 0 to finish writing the run's files
     best = torch.load(out_dir / "best.pt", map_location=device)
     model.module.load_state_dict(best["model"])
     print(f"best: epoch {best['epoch']}, {args.monitor} {best['best_metric']:.5f}; its weights are loaded")

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch._dynamo
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
@@ -260,6 +261,11 @@ def clip_gradients(model, args):
     return norm
 
 
+def compile_seconds():
+    """The seconds torch.compile has spent compiling in this process (dynamo's count: torch has no public one)."""
+    return torch._dynamo.utils.calculate_time_spent().get("total_wall_time", 0.0)
+
+
 def plot_lr_schedule(args, total_steps, path):
     """Draw the learning rate of every planned optimizer step. A throwaway optimizer and scheduler
     make the curve: stepping the run's own scheduler here would shift the schedule it trains with."""
@@ -434,7 +440,7 @@ def train_one_epoch(model, train_loader, optimizer, scheduler, autocast, scaler,
                 for p in model.parameters():
                     if p.grad is not None:
                         p.grad *= full_window / window_samples
-            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            scaler.unscale_(optimizer)  # unscaled: what follows reads the true gradients
             grad_norms.append(clip_gradients(model, args))  # once per step, after the whole window
             scale = scaler.get_scale()
             scaler.step(optimizer)
@@ -512,6 +518,7 @@ def train(args, argv):
     # the state_dict keys stay the model's own, so a checkpoint is the same compiled or not
     # (inside the DDP wrapper, as PyTorch's "Where to apply torch.compile?" advises)
     model.module.forward = torch.compile(model.module.forward, mode=args.compile_mode)
+    compiled_before = compile_seconds()
     early_stopping = EarlyStopping(args.monitor, args.patience, args.min_delta)
     # what last.pt saves and --resume restores, each through its state_dict
     stateful = {
@@ -553,6 +560,9 @@ def train(args, argv):
                 "epoch_time_s": round(time.time() - started, 3),
             }
             history.append(row)
+            if epoch == start_epoch:  # the first calls compiled, in this epoch's time: report the compile time apart
+                took = compile_seconds() - compiled_before
+                print(f"compiling took {took:.1f} s of epoch {epoch}'s {row['epoch_time_s']:.1f} s")
             improved = early_stopping.step(row[args.monitor], epoch)
             summary = f"loss = {row['val_loss']:.5f}, acc = {row['val_acc']:.5f}"
             print(f"[ Valid | {epoch:03d}/{args.epochs:03d} ] {summary}{' -> best' if improved else ''}")
@@ -583,7 +593,7 @@ def train(args, argv):
         fail(f"epoch {epoch}: {err}; stopped, {saved(out_dir, saved_epoch)}")
     finally:
         wait_for_writes()  # every file is on disk before the run ends
-    dist.barrier()  # wait for rank 0 to finish writing best.pt
+    dist.barrier()  # wait for rank 0 to finish writing the run's files
     best = torch.load(out_dir / "best.pt", map_location=device)
     model.module.load_state_dict(best["model"])
     print(f"best: epoch {best['epoch']}, {args.monitor} {best['best_metric']:.5f}; its weights are loaded")

@@ -343,7 +343,7 @@ def train_one_epoch(
     history = defaultdict(list, {"critic_loss": [], "generator_loss": []})
     for _ in range(args.steps_per_epoch):
         for _ in range(args.n_critic):
-            for _ in range(args.accumulate_steps):
+            for i in range(args.accumulate_steps):
                 real = sample_real(args.batch_size, device)
                 with torch.no_grad():  # the critic's step does not train the generator
                     fake = generator(torch.randn(args.batch_size, args.latent_dim, device=device))
@@ -360,7 +360,7 @@ def train_one_epoch(
             critic_optimizer.zero_grad(set_to_none=True)
             critic_scheduler.step()
         critic.requires_grad_(False)  # the generator's step leaves the critic's gradients alone
-        for _ in range(args.accumulate_steps):
+        for i in range(args.accumulate_steps):
             noise = torch.randn(args.batch_size, args.latent_dim, device=device)
             generator_loss = -critic(generator(noise)).mean()
             (generator_loss / args.accumulate_steps).backward()

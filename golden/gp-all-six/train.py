@@ -374,7 +374,7 @@ def train_one_epoch(
     skipped_steps = 0
     for _ in range(args.steps_per_epoch):
         for _ in range(args.n_critic):
-            for _ in range(args.accumulate_steps):
+            for i in range(args.accumulate_steps):
                 real = sample_real(args.batch_size, device)
                 with torch.no_grad():  # the critic's step does not train the generator
                     fake = generator(torch.randn(args.batch_size, args.latent_dim, device=device))
@@ -387,7 +387,7 @@ def train_one_epoch(
                 history["critic_loss"].append(critic_loss.detach())
                 history["wasserstein"].append((critic_real - critic_fake).detach())  # the critic's estimate
                 history["gp"].append(penalty.detach())
-            critic_scaler.unscale_(critic_optimizer)  # clip the true gradients, not the scaled ones
+            critic_scaler.unscale_(critic_optimizer)  # unscaled: what follows reads the true gradients
             history["critic_grad_norm"].append(clip_gradients(critic, args))  # once per step, after the whole window
             scale = critic_scaler.get_scale()
             critic_scaler.step(critic_optimizer)
@@ -398,14 +398,14 @@ def train_one_epoch(
             else:
                 critic_scheduler.step()
         critic.requires_grad_(False)  # the generator's step leaves the critic's gradients alone
-        for _ in range(args.accumulate_steps):
+        for i in range(args.accumulate_steps):
             noise = torch.randn(args.batch_size, args.latent_dim, device=device)
             with autocast:
                 generator_loss = -critic(generator(noise)).mean()
             generator_scaler.scale(generator_loss / args.accumulate_steps).backward()
             history["generator_loss"].append(generator_loss.detach())
         critic.requires_grad_(True)
-        generator_scaler.unscale_(generator_optimizer)  # clip the true gradients, not the scaled ones
+        generator_scaler.unscale_(generator_optimizer)  # unscaled: what follows reads the true gradients
         history["generator_grad_norm"].append(clip_gradients(generator, args))  # once per step, after the whole window
         scale = generator_scaler.get_scale()
         generator_scaler.step(generator_optimizer)

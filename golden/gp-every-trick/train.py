@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch._dynamo
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -268,6 +269,8 @@ def set_seed(seed):
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+# torch.compile has no double backward, which this function needs: the models run eagerly in it
+@torch.compiler.set_stance("force_eager")
 def gradient_penalty(critic, real, fake, lambda_gp, autocast, scale=1.0):
     """WGAN-GP's penalty: lambda * E[(||grad D(x)||_2 - 1)^2] at random points x between real and
     fake samples (Gulrajani et al. 2017, eq. 3). The scores and the penalty are computed under autocast,
@@ -277,8 +280,7 @@ def gradient_penalty(critic, real, fake, lambda_gp, autocast, scale=1.0):
     # one mixing weight per sample, broadcast over the sample's other dimensions, whatever its rank
     alpha = torch.rand(real.size(0), *[1] * (real.dim() - 1), device=real.device)
     points = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)
-    # torch.compile has no double backward, which the penalty needs: this pass runs the critic eagerly
-    with torch.compiler.set_stance("force_eager"), autocast:
+    with autocast:
         scores = critic(points)
     # create_graph: the penalty is a function of this gradient, and backward must reach the critic
     (grads,) = torch.autograd.grad(scores.sum() * scale, points, create_graph=True)
@@ -310,6 +312,11 @@ def clip_gradients(model, args):
     norm = torch.nn.utils.get_total_norm(grads, args.clip_norm_type)
     torch.nn.utils.clip_grad_value_(model.parameters(), args.clip_value)
     return norm
+
+
+def compile_seconds():
+    """The seconds torch.compile has spent compiling in this process (dynamo's count: torch has no public one)."""
+    return torch._dynamo.utils.calculate_time_spent().get("total_wall_time", 0.0)
 
 
 def plot_lr_schedule(args, total_steps, path):
@@ -459,7 +466,7 @@ def train_one_epoch(
                 with torch.no_grad():  # the critic's step does not train the generator
                     fake = generator(torch.randn(args.batch_size, args.latent_dim, device=device))
                 # all-reduce the gradients once per optimizer step, on the window's last micro-batch
-                with critic.no_sync() if i < args.accumulate_steps - 1 else nullcontext():
+                with nullcontext() if i == args.accumulate_steps - 1 else critic.no_sync():
                     with autocast:
                         # one pass scores both halves
                         critic_real, critic_fake = critic(torch.cat([real, fake])).view(2, -1).mean(dim=1)
@@ -469,7 +476,7 @@ def train_one_epoch(
                 history["critic_loss"].append(critic_loss.detach())
                 history["wasserstein"].append((critic_real - critic_fake).detach())  # the critic's estimate
                 history["gp"].append(penalty.detach())
-            critic_scaler.unscale_(critic_optimizer)  # clip the true gradients, not the scaled ones
+            critic_scaler.unscale_(critic_optimizer)  # unscaled: what follows reads the true gradients
             history["critic_grad_norm"].append(clip_gradients(critic, args))  # once per step, after the whole window
             scale = critic_scaler.get_scale()
             critic_scaler.step(critic_optimizer)
@@ -483,13 +490,13 @@ def train_one_epoch(
         for i in range(args.accumulate_steps):
             noise = torch.randn(args.batch_size, args.latent_dim, device=device)
             # all-reduce the gradients once per optimizer step, on the window's last micro-batch
-            with generator.no_sync() if i < args.accumulate_steps - 1 else nullcontext():
+            with nullcontext() if i == args.accumulate_steps - 1 else generator.no_sync():
                 with autocast:
                     generator_loss = -critic.module(generator(noise)).mean()
                 generator_scaler.scale(generator_loss / args.accumulate_steps).backward()
             history["generator_loss"].append(generator_loss.detach())
         critic.requires_grad_(True)
-        generator_scaler.unscale_(generator_optimizer)  # clip the true gradients, not the scaled ones
+        generator_scaler.unscale_(generator_optimizer)  # unscaled: what follows reads the true gradients
         history["generator_grad_norm"].append(clip_gradients(generator, args))  # once per step, after the whole window
         scale = generator_scaler.get_scale()
         generator_scaler.step(generator_optimizer)
@@ -550,6 +557,7 @@ def train(args, argv):
     # (inside the DDP wrapper, as PyTorch's "Where to apply torch.compile?" advises)
     generator.module.forward = torch.compile(generator.module.forward, mode=args.compile_mode)
     critic.module.forward = torch.compile(critic.module.forward, mode=args.compile_mode)
+    compiled_before = compile_seconds()
     early_stopping = EarlyStopping(args.monitor, args.patience, args.min_delta)
     # what last.pt saves and --resume restores, each through its state_dict
     stateful = {
@@ -607,6 +615,9 @@ def train(args, argv):
                 "epoch_time_s": round(time.time() - started, 3),
             }
             history.append(row)
+            if epoch == start_epoch:  # the first calls compiled, in this epoch's time: report the compile time apart
+                took = compile_seconds() - compiled_before
+                print(f"compiling took {took:.1f} s of epoch {epoch}'s {row['epoch_time_s']:.1f} s")
             improved = early_stopping.step(row[args.monitor], epoch)
             losses = f"critic_loss = {row['critic_loss']:.4f}, generator_loss = {row['generator_loss']:.4f}"
             quality = f"modes = {row['modes_covered']}/{len(CENTRES)}, hq = {row['hq_fraction']:.3f}"
@@ -638,7 +649,7 @@ def train(args, argv):
         fail(f"epoch {epoch}: {err}; stopped, {saved(out_dir, saved_epoch)}")
     finally:
         wait_for_writes()  # every file is on disk before the run ends
-    dist.barrier()  # wait for rank 0 to finish writing best.pt
+    dist.barrier()  # wait for rank 0 to finish writing the run's files
     best = torch.load(out_dir / "best.pt", map_location=device)
     generator.module.load_state_dict(best["generator"])
     critic.module.load_state_dict(best["critic"])
