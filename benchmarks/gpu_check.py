@@ -1,5 +1,6 @@
 """On a CUDA machine: a mid-size model trained by the rendered script without --amp, with --amp in
-float16 (GradScaler) and in bfloat16; prints the speed-up and the final losses side by side.
+float16 (GradScaler) and in bfloat16, and compiled (--compile) in float32 and bfloat16; prints the
+speed-up and the final losses side by side.
 Run it through benchmarks/gpu_check.sh; the test suite never needs a GPU."""
 
 import contextlib
@@ -77,14 +78,18 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     plain = load(render_project(Options.create(seed=True), "plain", tmp) / "train.py")
     mixed = load(render_project(Options.create(seed=True, amp=True), "amp", tmp) / "train.py")
+    compiled = load(render_project(Options.create(seed=True, compile=True), "compiled", tmp) / "train.py")
+    compiled_mixed = load(render_project(Options.create(seed=True, amp=True, compile=True), "both", tmp) / "train.py")
+    # the compiled rows' epoch times leave compilation out: it happens in epoch 1
     cases = [("float32", plain, []), ("amp float16 + GradScaler", mixed, ["--amp-dtype", "float16"]),
-             ("amp bfloat16", mixed, ["--amp-dtype", "bfloat16"])]  # fmt: skip
+             ("amp bfloat16", mixed, ["--amp-dtype", "bfloat16"]), ("float32 + compile", compiled, []),
+             ("amp bfloat16 + compile", compiled_mixed, ["--amp-dtype", "bfloat16"])]  # fmt: skip
     run(plain, [], tmp / "warm-up", epochs=1)  # CUDA's context, cuBLAS handles, the allocator's pool
     results = {}
-    for name, module, extra in cases:
+    for case, (name, module, extra) in enumerate(cases):
         walls, epoch_times = [], []
         for repeat in range(2):
-            wall, times, last = run(module, extra, tmp / f"{name.split()[-1]}-{repeat}")
+            wall, times, last = run(module, extra, tmp / f"case{case}-{repeat}")
             walls.append(wall)
             epoch_times += times
         results[name] = (statistics.median(epoch_times), statistics.median(walls), last)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # On a CUDA machine (a few minutes): the rendered script on a mid-size model without --amp, with
-# --amp float16 (GradScaler) and bfloat16; prints the speed-up and final losses side by side.
+# --amp float16 (GradScaler) and bfloat16, and with --compile; prints the speed-up and final losses
+# side by side.
 # Only where a GPU is lent; the test suite never needs one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: nothing to check')"
-timeout 300 "$PYTHON" benchmarks/gpu_check.py
+timeout 600 "$PYTHON" benchmarks/gpu_check.py

@@ -23,18 +23,26 @@ and small. Writes benchmarks/results/loop_speed.md and loop_speed.png.
 
     python benchmarks/loop_speed.py               # all sizes (about 30 minutes on 2 cores)
     python benchmarks/loop_speed.py --sizes tiny --repeats 4
+    python benchmarks/loop_speed.py --tricks      # what --ema and --compile cost or save per step
+
+With --tricks it measures, instead, the generated script with --ema and with --compile against itself
+without them, per optimizer step after epoch 1 (which holds the compilation); it writes
+benchmarks/results/loop_speed_tricks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
+import functools
 import gc
 import io
 import math
 import os
 import platform
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -285,14 +293,15 @@ WAYS = {
 # measuring and reporting
 
 
-def render_generated():
+@functools.cache
+def render_generated(*tricks: str):
+    """The generated script of the benchmark's work (accumulate, clip, early-stop), with `tricks` too."""
     from generator.options import Options
     from generator.render import render_project
     from tests.helpers import load
 
-    project = render_project(
-        Options.create(clip=True, accumulate=True, early_stop=True), "bench", Path(tempfile.mkdtemp())
-    )
+    options = Options.create(clip=True, accumulate=True, early_stop=True, **dict.fromkeys(tricks, True))
+    project = render_project(options, "-".join(["bench", *tricks]), Path(tempfile.mkdtemp()))
     return load(project / "train.py")
 
 
@@ -320,6 +329,66 @@ def measure(sizes: list[str], repeats: int | None) -> dict:
             print(f"{size} repeat {repeat + 1}/{count}: " + ", ".join(
                 f"{way} {seconds[size][way][-1]:.2f}s" for way in WAYS), flush=True)  # fmt: skip
     return seconds
+
+
+# the generated script with one more trick, against itself without: what the trick costs per step
+TRICK_WAYS = {"generated": (), "generated --ema": ("ema",), "generated --compile": ("compile",)}
+
+
+def measure_tricks(sizes: list[str], repeats: int) -> dict:
+    """seconds[size][way]: per repeat, the time per optimizer step of epochs 2 to 5, from the run's
+    metrics.csv (epoch 1 holds the compilation, which compile_s gives); ways in a shuffled order, then
+    reversed, as measure() does. Each compiled run starts from a fresh dynamo cache, as a new process does."""
+    import torch._dynamo
+
+    per_step = {size: {way: [] for way in TRICK_WAYS} for size in sizes}
+    compile_s = {size: [] for size in sizes}
+    for size in sizes:
+        steps = optimizer_steps(size) * (EPOCHS - 1) / EPOCHS
+        for repeat in range(repeats + 1):  # repeat 0 warms up: imports, inductor's code cache
+            names = list(TRICK_WAYS)
+            random.Random(repeat // 2).shuffle(names)
+            for way in names if repeat % 2 == 0 else reversed(names):
+                torch._dynamo.reset()
+                out = io.StringIO()
+                with tempfile.TemporaryDirectory() as tmp, quiet(), contextlib.redirect_stdout(out):
+                    gc.collect()
+                    generated(size, Path(tmp), render_generated(*TRICK_WAYS[way]))
+                    with open(Path(tmp) / "metrics.csv", newline="") as f:
+                        seconds = sum(float(row["epoch_time_s"]) for row in list(csv.DictReader(f))[1:])
+                if repeat:
+                    per_step[size][way].append(seconds / steps)
+                    compile_s[size] += [float(s) for s in re.findall(r"compiling took ([\d.]+) s", out.getvalue())]
+            if repeat:
+                print(f"{size} repeat {repeat}/{repeats}: " + ", ".join(
+                    f"{way} {1000 * per_step[size][way][-1]:.2f} ms" for way in TRICK_WAYS), flush=True)  # fmt: skip
+    return {"per_step": per_step, "compile_s": compile_s}
+
+
+def report_tricks(measured: dict) -> str:
+    per_step, compile_s = measured["per_step"], measured["compile_s"]
+    repeats = len(next(iter(per_step.values()))["generated"])
+    lines = [
+        (
+            f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads; the generated script (accumulation {ACCUMULATE}, clip {CLIP}, "
+            f"early stopping, float32) with one more trick; {repeats} repeats, the ways in a shuffled order, "
+            f"then in the reverse order. Time per optimizer step over epochs 2 to {EPOCHS} (validation and "
+            "checkpoints included), from metrics.csv; epoch 1 holds the compilation, given apart. Ratio: "
+            "the median over repeats of the trick's time over the generated script's in the same repeat."
+        ),
+        "",
+        "| size | way | ms per optimizer step (median, range) | ratio to generated | compile s (median) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for size, ways in per_step.items():
+        for way, values in ways.items():
+            compiled = f"{statistics.median(compile_s[size]):.1f}" if "compile" in way and compile_s[size] else "-"
+            lines.append(
+                f"| {size} | {way} | {1000 * statistics.median(values):.2f} ({1000 * min(values):.2f}-"
+                f"{1000 * max(values):.2f}) | {ratio(values, ways['generated']):.3f} | {compiled} |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 @contextlib.contextmanager
@@ -403,8 +472,16 @@ def chart(seconds: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
-    parser.add_argument("--repeats", type=int, help=f"repeats at every size (default: {REPEATS})")
+    parser.add_argument("--repeats", type=int, help=f"repeats at every size (default: {REPEATS}; --tricks: 6)")
+    parser.add_argument("--tricks", action="store_true", help="instead: the cost of --ema and --compile per step")
     args = parser.parse_args()
+    if args.tricks:
+        text = report_tricks(measure_tricks(args.sizes, args.repeats or 6))
+        print(text)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "loop_speed_tricks.md").write_text(text)
+        print(f"wrote {RESULTS / 'loop_speed_tricks.md'}")
+        return
     seconds = measure(args.sizes, args.repeats)
     text = report(seconds)
     print(text)
