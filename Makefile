@@ -40,6 +40,7 @@ golden: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/loop_speed.py
+	$(BIN)/python benchmarks/loop_speed.py --tricks
 	$(BIN)/python benchmarks/gan_ring.py
 
 clean:

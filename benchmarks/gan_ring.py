@@ -1,5 +1,6 @@
-"""Sample quality on the 8-Gaussian ring: WGAN-GP, WGAN-GP with --amp (bfloat16) and the plain GAN,
-each rendered by tricks and run with its default settings for a few seeds.
+"""Sample quality on the 8-Gaussian ring: WGAN-GP, WGAN-GP with --amp (bfloat16), WGAN-GP with --ema
+(samples from the generator's average) and the plain GAN, each rendered by tricks and run with its
+default settings for a few seeds.
 
 Prints modes covered and high-quality share side by side (the run's best epoch, which early stopping
 reloads), writes benchmarks/results/gan_ring.md and draws every variant's samples in one figure,
@@ -36,6 +37,7 @@ VARIANTS = {
         Options.create(gp=True, amp=True, seed=True, early_stop=True),
         ["--amp-dtype", "bfloat16"],
     ),
+    "wgan-gp-ema": ("WGAN-GP --ema", Options.create(gp=True, ema=True, seed=True, early_stop=True), []),
     "plain": ("plain GAN (no --gp)", Options.create("gan", seed=True, early_stop=True), []),
 }
 
@@ -80,7 +82,7 @@ def draw(panels: list[tuple[str, Path, Path]], path: Path) -> None:
         noise = torch.randn(2500, args.latent_dim, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             fake = generator(noise)
-        real = module.sample_real(2500)
+        real = module.sample_real(2500, "cpu")
         ax.scatter(real[:, 0], real[:, 1], s=2, alpha=0.4, label="real")
         ax.scatter(fake[:, 0], fake[:, 1], s=2, alpha=0.4, label="generated")
         ax.set(xlim=(-3, 3), ylim=(-3, 3), aspect="equal", title=title)

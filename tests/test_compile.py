@@ -9,7 +9,7 @@ import torch
 import torch._dynamo
 from torch import nn
 
-from tests.helpers import checkpoint, metrics, run_main, same_tensors
+from tests.helpers import checkpoint, max_difference, metrics, run_main, same_tensors
 from tests.test_faults import stop_after
 
 pytestmark = pytest.mark.slow  # compiling
@@ -83,3 +83,25 @@ def test_a_compiled_run_repeats_and_resumes_exactly(tmp_path, rendered, monkeypa
     assert metrics(tmp_path / "again") == metrics(tmp_path / "whole") == metrics(tmp_path / "cut")
     assert same_tensors(whole.state_dict(), again.state_dict())
     assert same_tensors(whole.state_dict(), resumed.state_dict())
+
+
+def test_compiled_accumulation_equals_one_large_batch_and_the_lr_plot_changes_nothing(tmp_path, rendered):
+    """The other two guarantees, compiled: 4 micro-batches of 16 end where batches of 64 do (the epoch ends
+    with a short window), and the lr plot leaves the compiled run bit-identical."""
+    common = ["--epochs", 2, "--seed", 3, "--warmup-steps", 5]
+    accumulating = rendered("classify", compile=True, seed=True, accumulate=True)
+    k4 = run_main(accumulating, [*common, "--accumulate-steps", 4, "--batch-size", 16, "--out-dir", tmp_path / "k4"])
+    large = run_main(
+        rendered("classify", compile=True, seed=True), [*common, "--batch-size", 64, "--out-dir", tmp_path / "large"]
+    )
+    assert max_difference(k4.state_dict(), large.state_dict()) < 1e-5
+    for a, b in zip(metrics(tmp_path / "k4"), metrics(tmp_path / "large"), strict=True):
+        assert float(a["lr"]) == float(b["lr"]), "the schedule steps once per optimizer step"
+    plotted = run_main(
+        rendered("classify", compile=True, seed=True, lr_plot=True),
+        [*common, "--batch-size", 64, "--out-dir", tmp_path / "plot"],
+    )
+    assert same_tensors(plotted.state_dict(), large.state_dict())
+    assert metrics(tmp_path / "plot") == metrics(tmp_path / "large")
+    untouched = rendered("classify", seed=True).build_model(accumulating.parse_args([]))
+    assert max_difference(large.state_dict(), untouched.state_dict()) > 1e-2, "the weights moved"

@@ -34,15 +34,17 @@ def recorded_updates(monkeypatch):
 
 
 def test_the_average_takes_each_optimizer_step_once_with_the_decay(tmp_path, rendered, recorded_updates):
-    """4 micro-batches per step: one update per window, each moving the average 1 - decay of the way."""
+    """4 micro-batches per step: one update per window, each moving the average 1 - decay of the way, the
+    decay ramped up over the first updates: min(decay, (1 + n) / (10 + n)) after n updates."""
     module = rendered("classify", ema=True, accumulate=True, seed=True)
     final = run_main(module, ["--epochs", 2, "--ema-decay", 0.9, "--out-dir", tmp_path])
     last = checkpoint(tmp_path / "last.pt")
     assert len(recorded_updates) == last["scheduler"]["last_epoch"] == 2 * 8  # 32 batches / 4 per step, per epoch
     assert last["ema"]["n_averaged"].item() == len(recorded_updates)
     expected = dict(recorded_updates[0])  # the first update copies the weights
-    for weights in recorded_updates[1:]:
-        expected = {key: torch.lerp(expected[key], weights[key], 0.1) for key in weights}
+    for n, weights in enumerate(recorded_updates[1:], 1):
+        decay = min(0.9, (1 + n) / (10 + n))  # 0.18 at the second update, 0.9 from the 81st
+        expected = {key: torch.lerp(expected[key], weights[key], 1 - decay) for key in weights}
     for key, value in averaged(last["ema"]).items():
         torch.testing.assert_close(value, expected[key], rtol=1e-6, atol=1e-7)
     assert not same_tensors(averaged(last["ema"]), last["model"]), "the average is not the raw weights"

@@ -79,7 +79,7 @@ def parse_args(argv=None):
         "--ema-decay",
         type=number(float, 0, 1, above=True),
         default=0.999,
-        help="weight of the average so far at each step: it spans about 1 / (1 - decay) steps",
+        help="weight of the average so far at each step, after a ramp-up: it spans about 1 / (1 - decay) steps",
     )
     args = parser.parse_args(argv)
     if args.out_dir:
@@ -167,6 +167,15 @@ def check_inputs(train_loader):
         fail(f"build_data gives {x.dtype} inputs, the model's weights are {torch.get_default_dtype()}: convert them", 2)
 
 
+def update_ema(ema, model, decay):
+    """Average the model's weights in. The decay ramps up over the first updates, as TensorFlow's
+    ExponentialMovingAverage does with num_updates: min(decay, (1 + n) / (10 + n)) after n updates. Without
+    it, the first weights, untrained, would weigh in the average for about 1 / (1 - decay) steps."""
+    n = int(ema.n_averaged)  # a CPU tensor: no wait for the device
+    ema.multi_avg_fn = get_ema_multi_avg_fn(min(decay, (1 + n) / (10 + n)))
+    ema.update_parameters(model)
+
+
 def train_one_epoch(model, train_loader, optimizer, scheduler, ema, args):
     """One pass over the training set; returns the epoch's training metrics."""
     model.train()
@@ -181,7 +190,7 @@ def train_one_epoch(model, train_loader, optimizer, scheduler, ema, args):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        ema.update_parameters(model)
+        update_ema(ema, model, args.ema_decay)
     losses = torch.stack(batch_losses) * torch.tensor(batch_sizes, device=device)  # each batch's summed loss
     if not torch.isfinite(losses).all():
         step = int(torch.nonzero(~torch.isfinite(losses))[0]) + 1
@@ -228,7 +237,7 @@ def train(args, argv):
     scheduler = build_scheduler(optimizer, args, total_steps)
     # an exponential moving average of the model's weights (and buffers, such as batch norm's statistics),
     # updated after each optimizer step that happened; validation and the end of the run use it
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay), use_buffers=True)
+    ema = AveragedModel(model, use_buffers=True)  # update_ema gives it its decay
     # what last.pt saves and --resume restores, each through its state_dict
     stateful = {
         "model": model,

@@ -111,7 +111,7 @@ def parse_args(argv=None):
         "--ema-decay",
         type=number(float, 0, 1, above=True),
         default=0.999,
-        help="weight of the average so far at each step: it spans about 1 / (1 - decay) steps",
+        help="weight of the average so far at each step, after a ramp-up: it spans about 1 / (1 - decay) steps",
     )
     # torch.compile
     parser.add_argument(
@@ -259,6 +259,15 @@ def clip_gradients(model, args):
     norm = torch.nn.utils.get_total_norm(grads, args.clip_norm_type)
     torch.nn.utils.clip_grad_value_(model.parameters(), args.clip_value)
     return norm
+
+
+def update_ema(ema, model, decay):
+    """Average the model's weights in. The decay ramps up over the first updates, as TensorFlow's
+    ExponentialMovingAverage does with num_updates: min(decay, (1 + n) / (10 + n)) after n updates. Without
+    it, the first weights, untrained, would weigh in the average for about 1 / (1 - decay) steps."""
+    n = int(ema.n_averaged)  # a CPU tensor: no wait for the device
+    ema.multi_avg_fn = get_ema_multi_avg_fn(min(decay, (1 + n) / (10 + n)))
+    ema.update_parameters(model)
 
 
 def compile_seconds():
@@ -450,7 +459,7 @@ def train_one_epoch(model, train_loader, optimizer, scheduler, autocast, scaler,
                 skipped_steps += 1  # float16 overflow: the scaler skipped the step, so the schedule waits too
             else:
                 scheduler.step()
-                ema.update_parameters(model.module)
+                update_ema(ema, model.module, args.ema_decay)
             window_samples = 0
     losses = torch.stack(batch_losses) * torch.tensor(batch_sizes, device=device)  # each batch's summed loss
     dist.all_reduce(losses)  # summed over the ranks: every rank sees the same numbers
@@ -513,7 +522,7 @@ def train(args, argv):
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     # an exponential moving average of the model's weights (and buffers, such as batch norm's statistics),
     # updated after each optimizer step that happened; validation, best.pt and the end of the run use it
-    ema = AveragedModel(model.module, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay), use_buffers=True)
+    ema = AveragedModel(model.module, use_buffers=True)  # update_ema gives it its decay
     # compile the forward pass of the model in place: its first calls compile, so epoch 1 takes longer;
     # the state_dict keys stay the model's own, so a checkpoint is the same compiled or not
     # (inside the DDP wrapper, as PyTorch's "Where to apply torch.compile?" advises)
