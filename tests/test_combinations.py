@@ -3,6 +3,7 @@ subset of the catalogue's tricks that apply to it (2^7 classification scripts an
 today's catalogue). Rendering is in-process, so this stays fast."""
 
 import itertools
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,22 +68,29 @@ def test_every_combination_is_ruff_formatted(renders):
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr
 
 
+def marks(text: str) -> set[str]:
+    """What identifies a script's parts: the options it parses and the functions it defines."""
+    return set(re.findall(r'"(--[a-z][a-z0-9-]*)"', text)) | set(re.findall(r"^def (\w+)\(", text, flags=re.MULTILINE))
+
+
 def test_no_trick_leaves_a_trace_when_not_chosen(renders):
-    """A trick's knobs appear in a script exactly when the trick is chosen."""
-    knobs = {
-        "seed": "--seed",
-        "gp": "--gp-lambda",
-        "accumulate": "--accumulate-steps",
-        "amp": "--amp-dtype",
-        "clip": "--clip-norm",
-        "lr_plot": "lr_schedule.png",
-        "early_stop": "--patience",
-        "ddp": "torch.distributed",
-    }
+    """Each trick's trace (the options and functions that its render alone adds to the task's plain script)
+    appears in a script exactly when the trick is chosen; every trick leaves one."""
+    traces = {}
+    for task, names in APPLY.items():
+        plain = marks((renders / task.value / "train.py").read_text())
+        for name in names:
+            alone = case_name(Options(task=task, **{name: True}))
+            traces[task, name] = marks((renders / alone / "train.py").read_text()) - plain
+            assert traces[task, name], f"{alone} adds no option or function of its own"
     for options in all_options():
-        text = (renders / case_name(options) / "train.py").read_text()
-        for trick, marker in knobs.items():
-            assert (marker in text) == getattr(options, trick), f"{case_name(options)}: {marker}"
+        found = marks((renders / case_name(options) / "train.py").read_text())
+        for name in APPLY[options.task]:
+            trace = traces[options.task, name]
+            if getattr(options, name):
+                assert trace <= found, f"{case_name(options)}: {sorted(trace - found)}"
+            else:
+                assert not trace & found, f"{case_name(options)}: {sorted(trace & found)}"
 
 
 def test_the_default_render_stays_short(renders):
