@@ -23,11 +23,11 @@ and small. Writes benchmarks/results/loop_speed.md and loop_speed.png.
 
     python benchmarks/loop_speed.py               # all sizes (about 30 minutes on 2 cores)
     python benchmarks/loop_speed.py --sizes tiny --repeats 4
-    python benchmarks/loop_speed.py --tricks      # what --ema and --compile cost or save per step
+    python benchmarks/loop_speed.py --tricks      # what --ema, --compile and the progress bar cost per step
 
-With --tricks it measures, instead, the generated script with --ema and with --compile against itself
-without them, per optimizer step after epoch 1 (which holds the compilation); it writes
-benchmarks/results/loop_speed_tricks.md.
+With --tricks it measures, instead, the generated script with --ema, with --compile and with its progress
+bar drawn (as on a terminal) against itself without them, per optimizer step after epoch 1 (which holds
+the compilation); it writes benchmarks/results/loop_speed_tricks.md.
 """
 
 from __future__ import annotations
@@ -332,7 +332,27 @@ def measure(sizes: list[str], repeats: int | None) -> dict:
 
 
 # the generated script with one more trick, against itself without: what the trick costs per step
-TRICK_WAYS = {"generated": (), "generated --ema": ("ema",), "generated --compile": ("compile",)}
+TRICK_WAYS = {
+    "generated": (),
+    "generated --ema": ("ema",),
+    "generated --compile": ("compile",),
+    "generated, progress bar drawn": (),  # as on a terminal: the bar drawn (to /dev/null), the loss read every 10 steps
+}
+
+
+@contextlib.contextmanager
+def bar_drawn(module, way: str):
+    """For the progress bar's way, the script's tqdm drawing as it does on a terminal."""
+    if "progress bar" not in way:
+        yield
+        return
+    plain = module.tqdm
+    with open(os.devnull, "w") as devnull:
+        module.tqdm = lambda *args, **kwargs: plain(*args, **{**kwargs, "disable": False, "file": devnull})
+        try:
+            yield
+        finally:
+            module.tqdm = plain
 
 
 def measure_tricks(sizes: list[str], repeats: int) -> dict:
@@ -354,7 +374,9 @@ def measure_tricks(sizes: list[str], repeats: int) -> dict:
                 out = io.StringIO()
                 with tempfile.TemporaryDirectory() as tmp, quiet(), contextlib.redirect_stdout(out):
                     gc.collect()
-                    generated(size, Path(tmp), render_generated(*TRICK_WAYS[way]))
+                    module = render_generated(*TRICK_WAYS[way])
+                    with bar_drawn(module, way):
+                        generated(size, Path(tmp), module)
                     with open(Path(tmp) / "metrics.csv", newline="") as f:
                         seconds = sum(float(row["epoch_time_s"]) for row in list(csv.DictReader(f))[1:])
                 took = [float(s) for s in re.findall(r"compiling took ([\d.]+) s", out.getvalue())]
@@ -376,7 +398,7 @@ def report_tricks(measured: dict) -> str:
         (
             f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads; the generated script (accumulation {ACCUMULATE}, clip {CLIP}, "
-            f"early stopping, float32) with one more trick; {repeats} repeats, the ways in a shuffled order, "
+            f"early stopping, float32) with one more trick, or with its progress bar drawn; {repeats} repeats, the ways in a shuffled order, "
             f"then in the reverse order. Time per optimizer step over epochs 2 to {EPOCHS} (validation and "
             "checkpoints included), from metrics.csv; epoch 1 holds the compilation, given apart: the first run's "
             "(inductor's on-disk cache as this machine had it), then the others' (cache warm). Ratio: "
@@ -480,7 +502,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     parser.add_argument("--repeats", type=int, help=f"repeats at every size (default: {REPEATS}; --tricks: 6)")
-    parser.add_argument("--tricks", action="store_true", help="instead: the cost of --ema and --compile per step")
+    parser.add_argument(
+        "--tricks", action="store_true", help="instead: the cost of --ema, --compile and the progress bar per step"
+    )
     args = parser.parse_args()
     if args.tricks:
         text = report_tricks(measure_tricks(args.sizes, args.repeats or 6))

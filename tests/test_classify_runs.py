@@ -133,8 +133,10 @@ def test_bfloat16_amp_on_cpu_is_finite_and_close_to_float32(tmp_path, script):
     rows, reference = metrics(tmp_path / "bf16"), metrics(tmp_path / "fp32")
     assert all(math.isfinite(float(row["train_loss"])) for row in rows)
     assert all(row["skipped_steps"] == "0" for row in rows), "bfloat16 needs no scaler, so nothing is skipped"
+    # the quality, not the weights: training amplifies rounding differences, and by how much depends on the seed
+    # and the CPU (bfloat16 kernels differ with and without AVX-512 BF16); 4 seeds here stayed within 0.6%
     assert float(rows[-1]["val_loss"]) == pytest.approx(float(reference[-1]["val_loss"]), rel=0.05)
-    assert max_difference(mixed.state_dict(), full.state_dict()) < 0.05
+    assert float(rows[-1]["val_acc"]) == pytest.approx(float(reference[-1]["val_acc"]), abs=0.03)
     assert not same_tensors(mixed.state_dict(), full.state_dict()), "autocast did run in bfloat16"
     assert checkpoint(tmp_path / "bf16" / "last.pt")["scaler"] == {}, "no GradScaler for bfloat16"
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, TensorDataset
+from tqdm import tqdm
 
 RUN_FILES = ("metrics.csv", "last.pt", "last.pt.prev", "best.pt")  # what a run writes; --overwrite removes them
 # what last.pt records of this script, and --resume requires: the task and the tricks that change what a run
@@ -63,6 +64,15 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=number(int, 1), default=20, help="passes over the data")
     parser.add_argument("--batch-size", type=number(int, 1), default=64, help="samples per batch")
     parser.add_argument("--lr", type=number(float, 0, above=True), default=3e-3, help="peak learning rate")
+    parser.add_argument("--optimizer", choices=["adamw", "adam", "sgd"], default="adamw", help="the optimizer")
+    parser.add_argument("--weight-decay", type=number(float, 0), default=0.01, help="on weights, not biases and norms")
+    parser.add_argument("--momentum", type=number(float, 0), default=0.9, help="sgd's momentum")
+    parser.add_argument(
+        "--schedule",
+        choices=["warmup-cosine", "linear", "constant"],
+        default="warmup-cosine",
+        help="the learning rate after the warmup: a cosine to a tenth, a line to 0, or constant",
+    )
     parser.add_argument("--warmup-steps", type=number(int, 0), default=30, help="optimizer steps of warmup")
     parser.add_argument("--num-workers", type=number(int, 0), default=0, help="DataLoader processes")
     # where it runs, where it writes
@@ -145,17 +155,54 @@ def build_model(args):
 # training
 
 
-def build_scheduler(optimizer, args, total_steps):
-    """Linear warmup over --warmup-steps, then cosine decay to a tenth of --lr at the last step.
-    It steps once per optimizer step."""
+def build_optimizer(model, args, betas=(0.9, 0.999)):
+    """--optimizer over the model's parameters. --weight-decay applies to the weights (matrices and
+    embeddings), not to biases and norm parameters, as nanoGPT does; adam adds it to the gradient (L2),
+    adamw decouples it."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": args.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, fused=True)
+    adam = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
+    return adam(groups, lr=args.lr, betas=betas, fused=True)  # fused: one kernel for all parameters
+
+
+def build_scheduler(optimizer, args, total_steps, per_step=1):
+    """--schedule, stepped once per optimizer step: a linear warmup over --warmup-steps, then
+    warmup-cosine decays to a tenth of --lr at the last step along a cosine, linear decays to 0 at the
+    last step (the ramp and the decay multiply), and constant keeps --lr. per_step: optimizer steps per
+    step counted in --warmup-steps and total_steps (the GAN's critic steps --n-critic times per generator step)."""
+    warmup, total = args.warmup_steps * per_step, total_steps * per_step
 
     def factor(step):
-        if step < args.warmup_steps:
-            return (step + 1) / args.warmup_steps
-        progress = min(1.0, (step - args.warmup_steps) / max(1, total_steps - args.warmup_steps))
+        ramp = min(1.0, (step + 1) / max(1, warmup))
+        if args.schedule == "linear":
+            return ramp * max(0.0, 1 - step / total)
+        if args.schedule == "constant":
+            return ramp
+        if step < warmup:
+            return ramp
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
         return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def progress_bar(steps):
+    """On a terminal, a bar of the epoch's optimizer steps, their rate and the time left, gone when the
+    epoch's line prints; elsewhere (a log file, CI) none."""
+    disable = None  # None: tqdm draws the bar only on a terminal
+    return tqdm(total=steps, unit="step", leave=False, dynamic_ncols=True, disable=disable)
+
+
+def show_losses(progress, **losses):
+    """The running losses (the last 10 values' mean) on the bar, every 10 steps: reading them waits for the device."""
+    if not progress.disable and progress.n % 10 == 0:
+        means = {name: f"{torch.stack(values[-10:]).mean().item():.4f}" for name, values in losses.items()}
+        progress.set_postfix(means, refresh=False)
 
 
 def check_inputs(train_loader):
@@ -181,16 +228,19 @@ def train_one_epoch(model, train_loader, optimizer, scheduler, ema, args):
     model.train()
     device = next(model.parameters()).device
     batch_losses, batch_sizes = [], []  # each batch's mean loss as a tensor: no sync with the device in the loop
-    for x, y in train_loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        batch_losses.append(loss.detach())
-        batch_sizes.append(len(y))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        update_ema(ema, model, args.ema_decay)
+    with progress_bar(len(train_loader)) as progress:
+        for x, y in train_loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            batch_losses.append(loss.detach())
+            batch_sizes.append(len(y))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            update_ema(ema, model, args.ema_decay)
+            progress.update()
+            show_losses(progress, loss=batch_losses)
     losses = torch.stack(batch_losses) * torch.tensor(batch_sizes, device=device)  # each batch's summed loss
     if not torch.isfinite(losses).all():
         step = int(torch.nonzero(~torch.isfinite(losses))[0]) + 1
@@ -232,7 +282,7 @@ def train(args, argv):
     train_loader, val_loader = build_data(args)
     check_inputs(train_loader)
     model = build_model(args).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, fused=True)  # one kernel for all parameters
+    optimizer = build_optimizer(model, args)
     total_steps = args.epochs * len(train_loader)
     scheduler = build_scheduler(optimizer, args, total_steps)
     # an exponential moving average of the model's weights (and buffers, such as batch norm's statistics),
@@ -270,8 +320,10 @@ def train(args, argv):
                 "epoch_time_s": round(time.time() - started, 3),
             }
             history.append(row)
-            summary = f"loss = {row['val_loss']:.5f}, acc = {row['val_acc']:.5f}"
-            print(f"[ Valid | {epoch:03d}/{args.epochs:03d} ] {summary}")
+            losses = f"train_loss = {row['train_loss']:.5f}, val_loss = {row['val_loss']:.5f}"
+            summary = f"{losses}, val_acc = {row['val_acc']:.5f}"
+            timing = f"lr = {row['lr']:.2e}, {row['epoch_time_s']:.2f} s"
+            print(f"[ Valid | {epoch:03d}/{args.epochs:03d} ] {summary}, {timing}")
             checkpoint = {
                 **{name: obj.state_dict() for name, obj in stateful.items()},
                 "epoch": epoch,

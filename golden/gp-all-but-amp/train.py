@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 RUN_FILES = ("metrics.csv", "last.pt", "last.pt.prev", "best.pt")  # what a run writes; --overwrite removes them
 # what last.pt records of this script, and --resume requires: the task and the tricks that change what a run
@@ -74,6 +75,15 @@ def parse_args(argv=None):
     parser.add_argument("--n-critic", type=number(int, 1), default=5, help="critic steps per generator step")
     parser.add_argument("--batch-size", type=number(int, 1), default=256, help="samples per batch")
     parser.add_argument("--lr", type=number(float, 0, above=True), default=3e-3, help="peak learning rate")
+    parser.add_argument("--optimizer", choices=["adamw", "adam", "sgd"], default="adam", help="the optimizer")
+    parser.add_argument("--weight-decay", type=number(float, 0), default=0.0, help="on weights, not biases and norms")
+    parser.add_argument("--momentum", type=number(float, 0), default=0.9, help="sgd's momentum")
+    parser.add_argument(
+        "--schedule",
+        choices=["warmup-cosine", "linear", "constant"],
+        default="linear",
+        help="the learning rate after the warmup: a cosine to a tenth, a line to 0, or constant",
+    )
     parser.add_argument("--warmup-steps", type=number(int, 0), default=100, help="generator steps of warmup")
     parser.add_argument("--latent-dim", type=number(int, 1), default=2, help="size of the generator's input noise")
     parser.add_argument("--hidden", type=number(int, 1), default=64, help="width of both networks")
@@ -206,17 +216,54 @@ def plot_samples(generator, noise, path):
 # training
 
 
-def build_scheduler(optimizer, args, total_steps):
-    """Linear warmup over the first --warmup-steps generator steps, then linear decay to 0 at the
-    last step, as in WGAN-GP's experiments. Without the decay sample quality keeps swinging; without
-    the warmup a high learning rate can lose the ring at the start. It steps once per optimizer step;
-    the critic's schedule has the same shape over its n_critic times as many steps."""
-    warmup = max(1.0, args.warmup_steps * total_steps / (args.epochs * args.steps_per_epoch))
+def build_optimizer(model, args, betas=(0.9, 0.999)):
+    """--optimizer over the model's parameters. --weight-decay applies to the weights (matrices and
+    embeddings), not to biases and norm parameters, as nanoGPT does; adam adds it to the gradient (L2),
+    adamw decouples it."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": args.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, fused=True)
+    adam = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
+    return adam(groups, lr=args.lr, betas=betas, fused=True)  # fused: one kernel for all parameters
+
+
+def build_scheduler(optimizer, args, total_steps, per_step=1):
+    """--schedule, stepped once per optimizer step: a linear warmup over --warmup-steps, then
+    warmup-cosine decays to a tenth of --lr at the last step along a cosine, linear decays to 0 at the
+    last step (the ramp and the decay multiply), and constant keeps --lr. per_step: optimizer steps per
+    step counted in --warmup-steps and total_steps (the GAN's critic steps --n-critic times per generator step)."""
+    warmup, total = args.warmup_steps * per_step, total_steps * per_step
 
     def factor(step):
-        return min(1.0, (step + 1) / warmup) * max(0.0, 1 - step / total_steps)
+        ramp = min(1.0, (step + 1) / max(1, warmup))
+        if args.schedule == "linear":
+            return ramp * max(0.0, 1 - step / total)
+        if args.schedule == "constant":
+            return ramp
+        if step < warmup:
+            return ramp
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def progress_bar(steps):
+    """On a terminal, a bar of the epoch's optimizer steps, their rate and the time left, gone when the
+    epoch's line prints; elsewhere (a log file, CI) none."""
+    disable = None  # None: tqdm draws the bar only on a terminal
+    return tqdm(total=steps, unit="step", leave=False, dynamic_ncols=True, disable=disable)
+
+
+def show_losses(progress, **losses):
+    """The running losses (the last 10 values' mean) on the bar, every 10 steps: reading them waits for the device."""
+    if not progress.disable and progress.n % 10 == 0:
+        means = {name: f"{torch.stack(values[-10:]).mean().item():.4f}" for name, values in losses.items()}
+        progress.set_postfix(means, refresh=False)
 
 
 def check_real():
@@ -341,6 +388,7 @@ def train_one_epoch(
     device = next(critic.parameters()).device
     # per step, as tensors so that the loop never waits for the device; these columns first
     history = defaultdict(list, {"critic_loss": [], "generator_loss": []})
+    progress = progress_bar(args.steps_per_epoch)
     for _ in range(args.steps_per_epoch):
         for _ in range(args.n_critic):
             for i in range(args.accumulate_steps):
@@ -355,7 +403,8 @@ def train_one_epoch(
                 history["critic_loss"].append(critic_loss.detach())
                 history["wasserstein"].append((critic_real - critic_fake).detach())  # the critic's estimate
                 history["gp"].append(penalty.detach())
-            history["critic_grad_norm"].append(clip_gradients(critic, args))  # once per step, after the whole window
+            # once per step, after the whole window
+            history["critic_grad_norm"].append(clip_gradients(critic, args))
             critic_optimizer.step()
             critic_optimizer.zero_grad(set_to_none=True)
             critic_scheduler.step()
@@ -366,10 +415,14 @@ def train_one_epoch(
             (generator_loss / args.accumulate_steps).backward()
             history["generator_loss"].append(generator_loss.detach())
         critic.requires_grad_(True)
-        history["generator_grad_norm"].append(clip_gradients(generator, args))  # once per step, after the whole window
+        # once per step, after the whole window
+        history["generator_grad_norm"].append(clip_gradients(generator, args))
         generator_optimizer.step()
         generator_optimizer.zero_grad(set_to_none=True)
         generator_scheduler.step()
+        progress.update()
+        show_losses(progress, critic=history["critic_loss"], generator=history["generator_loss"])
+    progress.close()
     # a row per generator step (its micro-batches' losses)
     steps_ok = torch.stack(history["generator_loss"]).view(args.steps_per_epoch, -1).isfinite().all(dim=1)
     if not steps_ok.all():
@@ -393,11 +446,13 @@ def train(args, argv):
     set_seed(args.seed)
     out_dir = make_out_dir(args)
     generator, critic = (model.to(device) for model in build_models(args))
-    # Adam with beta1 0.5 and beta2 0.9, as in WGAN-GP's experiments; fused: one kernel for all parameters
-    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.lr, betas=(0.5, 0.9), fused=True)
-    generator_optimizer = torch.optim.Adam(generator.parameters(), lr=args.lr, betas=(0.5, 0.9), fused=True)
+    # Adam's beta1 0.5 and beta2 0.9 (adam and adamw), as in WGAN-GP's experiments
+    critic_optimizer = build_optimizer(critic, args, betas=(0.5, 0.9))
+    generator_optimizer = build_optimizer(generator, args, betas=(0.5, 0.9))
+    # the linear decay by default, as in WGAN-GP's experiments: without it sample quality keeps swinging, and
+    # without the warmup a high learning rate can lose the ring at the start; the critic's has the same shape
     total_steps = args.epochs * args.steps_per_epoch  # generator steps
-    critic_scheduler = build_scheduler(critic_optimizer, args, total_steps * args.n_critic)
+    critic_scheduler = build_scheduler(critic_optimizer, args, total_steps, per_step=args.n_critic)
     generator_scheduler = build_scheduler(generator_optimizer, args, total_steps)
     early_stopping = EarlyStopping(args.monitor, args.patience, args.min_delta)
     # what last.pt saves and --resume restores, each through its state_dict
@@ -449,8 +504,9 @@ def train(args, argv):
             history.append(row)
             improved = early_stopping.step(row[args.monitor], epoch)
             losses = f"critic_loss = {row['critic_loss']:.4f}, generator_loss = {row['generator_loss']:.4f}"
-            quality = f"modes = {row['modes_covered']}/{len(CENTRES)}, hq = {row['hq_fraction']:.3f}"
-            print(f"[ {epoch:03d}/{args.epochs:03d} ] {losses}, {quality}{' -> best' if improved else ''}")
+            summary = f"{losses}, modes = {row['modes_covered']}/{len(CENTRES)}, hq = {row['hq_fraction']:.3f}"
+            timing = f"lr = {row['lr']:.2e}, {row['epoch_time_s']:.2f} s"
+            print(f"[ Valid | {epoch:03d}/{args.epochs:03d} ] {summary}, {timing}{' -> best' if improved else ''}")
             checkpoint = {
                 **{name: obj.state_dict() for name, obj in stateful.items()},
                 "epoch": epoch,
