@@ -177,6 +177,22 @@ new.__signature__ = new_signature()
 app.command(epilog=EXAMPLES)(new)
 
 
+@app.command()
+def plot(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(help="Run folders, each with the metrics.csv its train.py wrote.", show_default=False),
+    ],
+    out: Annotated[Path, typer.Option(help="The PNG to write.")] = Path("runs.png"),
+) -> None:
+    """Draw runs' metrics into one PNG: a panel per metric (losses, validation, learning rate, ...), the
+    runs overlaid and labelled by folder and tricks."""
+    from generator.plot import plot_runs
+
+    names = plot_runs(runs, out)
+    typer.echo(f"wrote {out}: {len(runs)} run{'s' if len(runs) > 1 else ''}, a panel each for {', '.join(names)}")
+
+
 @app.command("list")
 def list_tricks() -> None:
     """The tricks: flag, what it does, the tasks it applies to, the options it adds to train.py."""

@@ -37,8 +37,8 @@ def test_the_hand_written_loop_does_the_generated_scripts_work(tmp_path):
         with loop_speed.quiet():
             loop_speed.WAYS[way]("tiny", out, module)
         files[way] = sorted(path.name for path in out.iterdir())
-    # beyond the hand-written loop's files: the run folder's lock and last.pt.prev, a hard link per epoch
-    assert files["generated"] == [".lock", "best.pt", "last.pt", "last.pt.prev", "metrics.csv"]
+    # beyond the hand-written loop's files: the run folder's lock, last.pt.prev (a hard link per epoch) and run.json
+    assert files["generated"] == [".lock", "best.pt", "last.pt", "last.pt.prev", "metrics.csv", "run.json"]
     assert files["hand-written"] == ["best.pt", "last.pt"]
     assert files["hand-written, best.pt only"] == ["best.pt"]
     generated = torch.load(tmp_path / "generated" / "last.pt", weights_only=False)

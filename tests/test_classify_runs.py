@@ -201,6 +201,7 @@ def test_all_six_together(tmp_path, script):
         "last.pt.prev",
         "best.pt",
         "lr_schedule.png",
+        "run.json",
         ".lock",
     }
     assert {"model", "optimizer", "scheduler", "scaler", "early_stopping", "epoch", "args", "rng"} <= set(

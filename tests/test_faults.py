@@ -294,6 +294,8 @@ def test_files_are_written_in_order_on_the_writer_thread_and_complete_when_the_r
     monkeypatch.setattr(module, "write_atomic", lambda path, *data: record(write_atomic, path, *data))
     monkeypatch.setattr(module, "append_metrics", lambda path, row: record(append_metrics, path, row))
     run_main(module, ["--epochs", 4, "--seed", 3, "--patience", 100, "--out-dir", out])
+    assert writes[0] == ("run.json", threading.main_thread()), "what the run is, once, before it trains"
+    writes = writes[1:]
     assert all(thread is not threading.main_thread() for _, thread in writes)
     names = [name for name, _ in writes]
     assert [name for name in names if name != "best.pt"] == ["metrics.csv", "last.pt"] * 4, "a row, then its last.pt"

@@ -13,6 +13,7 @@ import atexit
 import csv
 import fcntl
 import io
+import json
 import math
 import os
 import shlex
@@ -28,10 +29,12 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
-RUN_FILES = ("metrics.csv", "last.pt", "last.pt.prev", "best.pt")  # what a run writes; --overwrite removes them
+RUN_FILES = ("metrics.csv", "last.pt", "last.pt.prev", "best.pt", "run.json")  # --overwrite removes them
 # what last.pt records of this script, and --resume requires: the task and the tricks that change what a run
 # computes or saves; and the options that --resume may change, since they change only where and how fast it runs
 SCRIPT = {"task": "classify", "tricks": ["amp"]}
+# every trick this script was made with: run.json names them, and `tricks plot` labels the run's curves with them
+TRICKS = ["amp"]
 SAFE_TO_CHANGE = ("device", "num_workers", "threads", "out_dir", "resume", "overwrite")
 STOP = []  # the signals (Ctrl-C, SIGTERM) that asked the run to stop after this epoch
 WRITER = ThreadPoolExecutor(max_workers=1)  # writes the run's files while training goes on
@@ -320,6 +323,8 @@ def train(args, argv):
         start_epoch = saved_epoch + 1
         write_metrics(out_dir / "metrics.csv", history)
         print(f"resuming {out_dir} after epoch {saved_epoch}")
+    info = {"task": SCRIPT["task"], "tricks": TRICKS, "args": vars(args)}  # what the run is, beside its metrics
+    write_atomic(out_dir / "run.json", json.dumps(info, indent=1).encode())
     print(f"training on {device}, writing to {out_dir}")
     try:
         for epoch in range(start_epoch, args.epochs + 1):

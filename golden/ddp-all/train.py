@@ -16,6 +16,7 @@ import csv
 import fcntl
 import gc
 import io
+import json
 import math
 import os
 import random
@@ -37,10 +38,12 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-RUN_FILES = ("metrics.csv", "last.pt", "last.pt.prev", "best.pt")  # what a run writes; --overwrite removes them
+RUN_FILES = ("metrics.csv", "last.pt", "last.pt.prev", "best.pt", "run.json")  # --overwrite removes them
 # what last.pt records of this script, and --resume requires: the task and the tricks that change what a run
 # computes or saves; and the options that --resume may change, since they change only where and how fast it runs
 SCRIPT = {"task": "classify", "tricks": ["seed", "accumulate", "amp", "clip", "early-stop", "ddp"]}
+# every trick this script was made with: run.json names them, and `tricks plot` labels the run's curves with them
+TRICKS = ["seed", "accumulate", "amp", "clip", "lr-plot", "early-stop", "ddp"]
 SAFE_TO_CHANGE = ("device", "num_workers", "threads", "out_dir", "resume", "overwrite")
 STOP = []  # the signals (Ctrl-C, SIGTERM) that asked the run to stop after this epoch
 WRITER = ThreadPoolExecutor(max_workers=1)  # writes the run's files while training goes on
@@ -563,6 +566,8 @@ def train(args, argv):
             write_metrics(out_dir / "metrics.csv", history)
         print(f"resuming {out_dir} after epoch {saved_epoch}")
     if dist.get_rank() == 0:  # rank 0 alone writes files
+        info = {"task": SCRIPT["task"], "tricks": TRICKS, "args": vars(args)}  # what the run is, beside its metrics
+        write_atomic(out_dir / "run.json", json.dumps(info, indent=1).encode())
         plot_lr_schedule(args, total_steps, out_dir / "lr_schedule.png")
     print(f"training on {device}, writing to {out_dir}")
     try:
