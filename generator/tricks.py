@@ -37,6 +37,7 @@ TRICKS = (
     Trick("compile", "torch.compile the models' forward passes; checkpoints stay plain, resumable either way"),
     Trick("lr_plot", "draw the learning-rate schedule to lr_schedule.png without touching the run"),
     Trick("early_stop", "keep the best checkpoint; stop when the monitored metric stalls"),
+    Trick("tensorboard", "log every metric to TensorBoard from rank 0; a resumed run repeats no step"),
     Trick("ddp", "DistributedDataParallel: the same script on many processes with torchrun"),
 )
 BY_NAME = {trick.name: trick for trick in TRICKS}

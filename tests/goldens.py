@@ -31,6 +31,7 @@ CASES = {
     "gp-ddp": Options.create(gp=True, ddp=True),
     "ema": Options.create(ema=True),
     "compile": Options.create(compile=True),
+    "tensorboard": Options.create(tensorboard=True),
     "gp-every-trick": Options.create(**{name: True for name in TRICK_NAMES}),
     "every-trick": Options.create(**{name: True for name in TRICK_NAMES if name != "gp"}),
     "all-but-amp": Options.create(**{**dict.fromkeys(SIX, True), "amp": False}),

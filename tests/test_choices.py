@@ -127,9 +127,9 @@ def test_the_lr_plot_draws_the_schedule_the_run_trains_with(tmp_path, rendered, 
     assert (tmp_path / "lr_schedule.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def run_with_stderr_on(project, out_dir, terminal: bool) -> bytes:
+def run_with_stderr_on(project, out_dir, terminal: bool, *options: str) -> bytes:
     """Run the script with its stderr on a pseudo-terminal or on a pipe; returns what it wrote there."""
-    argv = [sys.executable, "train.py", "--epochs", "2", "--seed", "1", "--out-dir", str(out_dir)]
+    argv = [sys.executable, "train.py", "--epochs", "2", "--seed", "1", "--out-dir", str(out_dir), *options]
     env = {**os.environ, "TQDM_MININTERVAL": "0"}  # tqdm's own setting: redraw at every step, however fast
     if not terminal:
         return subprocess.run(argv, cwd=project, capture_output=True, check=True, env=env, timeout=300).stderr
@@ -151,14 +151,17 @@ def run_with_stderr_on(project, out_dir, terminal: bool) -> bytes:
     return written
 
 
-def test_the_progress_bar_shows_on_a_terminal_only_and_changes_nothing(tmp_path):
-    project = render(tmp_path / "p", "classify", seed=True)
-    on_terminal = run_with_stderr_on(project, tmp_path / "tty", terminal=True)
-    on_pipe = run_with_stderr_on(project, tmp_path / "pipe", terminal=False)
-    assert b"step/s" in on_terminal and b"loss=" in on_terminal, on_terminal[-500:]
+@pytest.mark.parametrize(("task", "shown"), [("classify", b"loss="), ("gan", b"generator=")])
+def test_the_progress_bar_shows_on_a_terminal_only_and_changes_nothing(tmp_path, task, shown):
+    project = render(tmp_path / "p", task, seed=True)
+    options = ["--steps-per-epoch", "20"] if task == "gan" else []  # a short GAN epoch: 20 generator steps
+    on_terminal = run_with_stderr_on(project, tmp_path / "tty", True, *options)
+    on_pipe = run_with_stderr_on(project, tmp_path / "pipe", False, *options)
+    assert b"step/s" in on_terminal and shown in on_terminal, on_terminal[-500:]
     assert on_pipe == b"", "no bar and nothing else on stderr with a pipe"
     assert metrics(tmp_path / "tty") == metrics(tmp_path / "pipe")
     tty, pipe = checkpoint(tmp_path / "tty" / "last.pt"), checkpoint(tmp_path / "pipe" / "last.pt")
-    assert same_tensors(tty["model"], pipe["model"])
-    moments, other = tty["optimizer"]["state"], pipe["optimizer"]["state"]
-    assert moments.keys() == other.keys() and all(same_tensors(moments[key], other[key]) for key in moments)
+    for model, optimizer in [("model", "optimizer")] if task == "classify" else [("generator", "generator_optimizer")]:
+        assert same_tensors(tty[model], pipe[model])
+        moments, other = tty[optimizer]["state"], pipe[optimizer]["state"]
+        assert moments.keys() == other.keys() and all(same_tensors(moments[key], other[key]) for key in moments)

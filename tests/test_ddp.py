@@ -40,11 +40,20 @@ def ok(result):
     return result
 
 
-@pytest.mark.parametrize("project", ["seed", "ema"])
-def test_two_processes_equal_one_with_twice_the_batch(tmp_path, projects, project):
+@pytest.mark.parametrize(
+    ("project", "options"),
+    [
+        ("seed", []),
+        ("ema", ["--ema-decay", 0.9]),
+        ("seed", ["--optimizer", "sgd", "--schedule", "constant", "--weight-decay", 0.05]),
+    ],
+    ids=["seed", "ema", "sgd-constant"],
+)
+def test_two_processes_equal_one_with_twice_the_batch(tmp_path, projects, project, options):
     """2 x 25 against 1 x 50: 2,000 samples are a whole number of global batches. With --ema, the average
-    (of the unwrapped module, the same on every rank, written by rank 0) matches too."""
-    common = ["--epochs", 2, "--seed", 9, "--warmup-steps", 5, *(["--ema-decay", 0.9] if project == "ema" else [])]
+    (of the unwrapped module, the same on every rank, written by rank 0) matches too; so does a run with
+    another optimizer and schedule."""
+    common = ["--epochs", 2, "--seed", 9, "--warmup-steps", 5, *options]
     two = ok(torchrun(projects[project], *common, "--batch-size", 25, "--out-dir", tmp_path / "two"))
     ok(run_script(projects[project], *common, "--batch-size", 50, "--out-dir", tmp_path / "one"))
     two_last, one_last = checkpoint(tmp_path / "two" / "last.pt"), checkpoint(tmp_path / "one" / "last.pt")

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -446,9 +447,7 @@ def unlock_run():
 def remove_if_unused(out_dir):
     """At exit: a run folder this run made and saved no epoch into (it failed or stopped first) goes."""
     if out_dir.is_dir() and not (out_dir / "last.pt").exists():
-        for path in out_dir.iterdir():
-            path.unlink()
-        out_dir.rmdir()
+        shutil.rmtree(out_dir)
 
 
 def saved(out_dir, epoch):

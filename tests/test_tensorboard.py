@@ -1,0 +1,80 @@
+"""--tensorboard: the event files hold every metrics.csv column per epoch and the training loss and learning
+rate every --log-every steps, on the optimizer step's axis; a resumed run repeats no step (even after a
+crash that logged past last.pt), and the writer is closed on every way out."""
+
+import shutil
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.helpers import metrics, render, run_main
+from tests.test_faults import stop_after
+
+
+def scalars(out_dir) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar tag in the run's event files: its (step, value) pairs, as TensorBoard reads them."""
+    events = EventAccumulator(str(out_dir / "tensorboard"))
+    events.Reload()
+    return {tag: [(event.step, event.value) for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_the_event_files_hold_every_column_per_epoch_and_the_loss_every_n_steps(tmp_path, rendered):
+    module = rendered("classify", tensorboard=True, seed=True)
+    run_main(module, ["--epochs", 3, "--log-every", 10, "--out-dir", tmp_path])
+    logged, rows = scalars(tmp_path), metrics(tmp_path, drop=set())
+    steps = [32, 64, 96]  # 2,000 samples in batches of 64: 32 optimizer steps an epoch
+    assert set(logged) == {f"epoch/{name}" for name in rows[0]} | {"step/train_loss", "step/lr"}
+    for name in rows[0]:
+        assert logged[f"epoch/{name}"] == [(step, pytest.approx(float(row[name]))) for step, row in zip(steps, rows)]
+    assert [step for step, _ in logged["step/train_loss"]] == list(range(10, 97, 10))
+    assert [step for step, _ in logged["step/lr"]] == list(range(10, 97, 10))
+
+
+def test_a_resumed_run_repeats_no_step_even_after_a_crash_that_logged_past_last_pt(tmp_path, rendered, monkeypatch):
+    """A run stopped after epoch 2, its last.pt then put back to epoch 1's (as if it had been killed just
+    before saving epoch 2): the resumed run's event stream equals an uninterrupted run's."""
+    module = rendered("gan", tensorboard=True, seed=True, gp=True)
+    argv = ["--epochs", 3, "--steps-per-epoch", 6, "--n-critic", 2, "--log-every", 4, "--seed", 2]
+    run_main(module, [*argv, "--out-dir", tmp_path / "whole"])
+    with monkeypatch.context() as patch:
+        stop_after(module, patch, epoch=2)
+        with pytest.raises(SystemExit):
+            run_main(module, [*argv, "--out-dir", tmp_path / "cut"])
+    shutil.copy(tmp_path / "cut" / "last.pt.prev", tmp_path / "cut" / "last.pt")  # back to epoch 1
+    run_main(module, [*argv, "--out-dir", tmp_path / "cut", "--resume"])
+    whole, cut = scalars(tmp_path / "whole"), scalars(tmp_path / "cut")
+    assert set(whole) == set(cut) and "step/generator_loss" in whole and "epoch/hq_fraction" in whole
+    for tag in whole:
+        steps = [step for step, _ in cut[tag]]
+        assert steps == sorted(set(steps)), f"{tag}: a step twice"
+        if tag != "epoch/epoch_time_s":
+            assert cut[tag] == whole[tag], tag
+
+
+@pytest.mark.parametrize("way_out", ["ctrl-c", "diverging loss"])
+def test_the_writer_is_closed_on_every_way_out(tmp_path, rendered, monkeypatch, way_out):
+    module = rendered("classify", tensorboard=True, seed=True)
+    closed = []
+    writer = module.SummaryWriter
+
+    class Recorded(writer):
+        def close(self):
+            closed.append(str(self.log_dir))
+            super().close()
+
+    monkeypatch.setattr(module, "SummaryWriter", Recorded)
+    argv = ["--epochs", 3, "--out-dir", tmp_path]
+    if way_out == "ctrl-c":
+        stop_after(module, monkeypatch, epoch=1)
+    else:
+        argv += ["--lr", "1e30"]
+    with pytest.raises(SystemExit):
+        run_main(module, argv)
+    assert closed == [str(tmp_path / "tensorboard")]
+
+
+def test_the_requirements_gain_tensorboard_only_when_chosen(tmp_path):
+    with_it = render(tmp_path / "with", "classify", tensorboard=True)
+    without = render(tmp_path / "without", "classify")
+    assert "tensorboard" in (with_it / "requirements.txt").read_text().split()
+    assert "tensorboard" not in (without / "requirements.txt").read_text()
