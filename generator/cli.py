@@ -193,6 +193,86 @@ def plot(
     typer.echo(f"wrote {out}: {len(runs)} run{'s' if len(runs) > 1 else ''}, a panel each for {', '.join(names)}")
 
 
+ProjectOption = Annotated[
+    Path, typer.Option("--project", help="The project (default: the folder you are in).", show_default=False)
+]
+ConflictsOption = Annotated[
+    str,
+    typer.Option(
+        "--conflicts",
+        help="none: on a conflict, change nothing (the default); markers: write git's conflict markers into the files.",
+    ),
+]
+
+
+def report_change(merged, markers: bool) -> None:
+    """A line per file; conflicts named, with exit 1."""
+    conflicts = [line for m in merged for line in m.conflicts]
+    for m in merged if markers or not conflicts else []:  # with a conflict and no markers, nothing was written
+        typer.echo(f"{m.status:9s} {m.name}" + (" (with conflict markers)" if m.status == "conflict" else ""))
+    if conflicts:
+        for line in conflicts:
+            typer.echo(f"conflict: {line}", err=True)
+        if markers:
+            raise TricksError(
+                f"{len(conflicts)} conflict(s) marked in the files; resolve them, then run the command again"
+            )
+        raise TricksError(
+            f"{len(conflicts)} conflict(s) with your edits; nothing was changed (--conflicts markers writes them into the files)"
+        )
+
+
+def check_conflicts_choice(conflicts: str) -> bool:
+    from generator.errors import UsageError
+
+    if conflicts not in ("none", "markers"):
+        raise UsageError(f"--conflicts {conflicts}: the choices are none and markers")
+    return conflicts == "markers"
+
+
+@app.command(context_settings={"ignore_unknown_options": True})  # --amp reads as the trick amp
+def add(
+    tricks: Annotated[list[str], typer.Argument(help="Tricks to add: amp ema, or --amp --ema.", show_default=False)],
+    project: ProjectOption = Path("."),
+    conflicts: ConflictsOption = "none",
+) -> None:
+    """Add tricks to a project you have edited, keeping your edits (a three-way merge, as git's)."""
+    from generator.change import change
+
+    markers = check_conflicts_choice(conflicts)
+    report_change(change(project, add=tricks, markers=markers), markers)
+
+
+@app.command(context_settings={"ignore_unknown_options": True})  # --amp reads as the trick amp
+def remove(
+    tricks: Annotated[list[str], typer.Argument(help="Tricks to remove.", show_default=False)],
+    project: ProjectOption = Path("."),
+    conflicts: ConflictsOption = "none",
+) -> None:
+    """Remove tricks from a project you have edited, keeping your edits."""
+    from generator.change import change
+
+    markers = check_conflicts_choice(conflicts)
+    report_change(change(project, remove=tricks, markers=markers), markers)
+
+
+@app.command()
+def update(project: ProjectOption = Path("."), conflicts: ConflictsOption = "none") -> None:
+    """Move a project to this torch-tricks version's templates, same tricks, keeping your edits."""
+    from generator.change import change
+
+    markers = check_conflicts_choice(conflicts)
+    report_change(change(project, update=True, markers=markers), markers)
+
+
+@app.command("diff")
+def diff_command(project: ProjectOption = Path(".")) -> None:
+    """Your own edits: the project's files against what torch-tricks generated for them."""
+    from generator.change import diff
+
+    typer.echo(diff(project), nl=False)
+
+
 @app.command("list")
 def list_tricks() -> None:
     """The tricks: flag, what it does, the tasks it applies to, the options it adds to train.py."""

@@ -96,6 +96,7 @@ def generate(options: Options, dest: Path, *, force: bool = False) -> list[Path]
         raise TricksError(f"cannot write in {dest.parent}: {reason(err)}") from None
     try:
         project = render_project(options, dest.name, staging)
+        keep_base(project)  # the merge base of tricks add, remove and update
         if not dest.exists():
             os.replace(project, dest)  # a rename: the whole project appears at once
             return []
@@ -114,6 +115,12 @@ def generate(options: Options, dest: Path, *, force: bool = False) -> list[Path]
         raise TricksError(f"cannot write {dest}: {reason(err)}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def keep_base(project: Path) -> None:
+    from generator.change import keep_base as keep
+
+    keep(project)
 
 
 def reason(err: OSError) -> str:

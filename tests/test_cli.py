@@ -18,6 +18,7 @@ from generator.tricks import TRICKS
 
 runner = CliRunner()
 PROJECT_FILES = {".tricks-answers.yml", "README.md", "requirements.txt", "ruff.toml", "test_train.py", "train.py"}
+# and .tricks/base: the same files as rendered, the merge base of tricks add, remove and update
 
 
 def tricks(*args, cwd: Path | None = None, monkeypatch=None):
@@ -49,7 +50,10 @@ def test_new_writes_the_project(tmp_path):
         "new", tmp_path / "my-exp", "--seed", "--amp", "--clip", "--accumulate", "--lr-plot", "--early-stop"
     )
     assert result.exit_code == 0, result.output
-    assert {p.name for p in (tmp_path / "my-exp").iterdir()} == PROJECT_FILES
+    assert {p.name for p in (tmp_path / "my-exp").iterdir()} == PROJECT_FILES | {".tricks"}
+    base = tmp_path / "my-exp" / ".tricks" / "base"
+    assert {p.name for p in base.iterdir()} == PROJECT_FILES
+    assert all((base / name).read_bytes() == (tmp_path / "my-exp" / name).read_bytes() for name in PROJECT_FILES)
     assert "cd " in result.stdout and "python train.py" in result.stdout
     script = (tmp_path / "my-exp" / "train.py").read_text()
     expected = Options.create(seed=True, amp=True, clip=True, accumulate=True, lr_plot=True, early_stop=True)
