@@ -222,12 +222,15 @@ def report_change(merged, markers: bool) -> None:
         )
 
 
-def check_conflicts_choice(conflicts: str) -> bool:
+def run_change(project: Path, conflicts: str, **what) -> None:
+    """tricks add, remove or update: the merge, then a line per file."""
+    from generator.change import change
     from generator.errors import UsageError
 
     if conflicts not in ("none", "markers"):
         raise UsageError(f"--conflicts {conflicts}: the choices are none and markers")
-    return conflicts == "markers"
+    markers = conflicts == "markers"
+    report_change(change(project, markers=markers, **what), markers)
 
 
 @app.command(context_settings={"ignore_unknown_options": True})  # --amp reads as the trick amp
@@ -237,10 +240,7 @@ def add(
     conflicts: ConflictsOption = "none",
 ) -> None:
     """Add tricks to a project you have edited, keeping your edits (a three-way merge, as git's)."""
-    from generator.change import change
-
-    markers = check_conflicts_choice(conflicts)
-    report_change(change(project, add=tricks, markers=markers), markers)
+    run_change(project, conflicts, add=tricks)
 
 
 @app.command(context_settings={"ignore_unknown_options": True})  # --amp reads as the trick amp
@@ -250,19 +250,13 @@ def remove(
     conflicts: ConflictsOption = "none",
 ) -> None:
     """Remove tricks from a project you have edited, keeping your edits."""
-    from generator.change import change
-
-    markers = check_conflicts_choice(conflicts)
-    report_change(change(project, remove=tricks, markers=markers), markers)
+    run_change(project, conflicts, remove=tricks)
 
 
 @app.command()
 def update(project: ProjectOption = Path("."), conflicts: ConflictsOption = "none") -> None:
     """Move a project to this torch-tricks version's templates, same tricks, keeping your edits."""
-    from generator.change import change
-
-    markers = check_conflicts_choice(conflicts)
-    report_change(change(project, update=True, markers=markers), markers)
+    run_change(project, conflicts, update=True)
 
 
 @app.command("diff")
