@@ -1,6 +1,6 @@
 """Every combination of tricks renders, compiles and passes ruff, for both tasks: for each task, every
-subset of the catalogue's tricks that apply to it (2^7 classification scripts and 2^8 GAN scripts with
-today's catalogue). Rendering is in-process, so this stays fast."""
+subset of the catalogue's tricks that apply to it (COMBINATIONS counts them from the catalogue). Rendering
+is in-process, so this stays fast."""
 
 import itertools
 import re
