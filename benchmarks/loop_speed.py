@@ -305,6 +305,13 @@ def render_generated(*tricks: str):
     return load(project / "train.py")
 
 
+def run_order(ways, repeat: int) -> list[str]:
+    """The ways in a repeat: a new shuffle on each even repeat, the same one reversed on the odd one after."""
+    names = list(ways)
+    random.Random(repeat // 2).shuffle(names)
+    return names if repeat % 2 == 0 else names[::-1]
+
+
 def measure(sizes: list[str], repeats: int | None) -> dict:
     """seconds[size][way]: one entry per repeat. Each even repeat runs the ways in a new shuffled
     order and the odd one after it in the reverse order, so that no way always follows the same
@@ -318,9 +325,7 @@ def measure(sizes: list[str], repeats: int | None) -> dict:
                 run(size, Path(tmp), module)
         count = repeats or REPEATS[size]
         for repeat in range(count):
-            names = list(WAYS)
-            random.Random(repeat // 2).shuffle(names)
-            for way in names if repeat % 2 == 0 else reversed(names):
+            for way in run_order(WAYS, repeat):
                 with tempfile.TemporaryDirectory() as tmp, quiet():
                     gc.collect()
                     started = time.perf_counter()
@@ -367,9 +372,7 @@ def measure_tricks(sizes: list[str], repeats: int) -> dict:
     for size in sizes:
         steps = optimizer_steps(size) * (EPOCHS - 1) / EPOCHS
         for repeat in range(repeats + 1):  # repeat 0 warms up: imports, inductor's code cache
-            names = list(TRICK_WAYS)
-            random.Random(repeat // 2).shuffle(names)
-            for way in names if repeat % 2 == 0 else reversed(names):
+            for way in run_order(TRICK_WAYS, repeat):
                 torch._dynamo.reset()
                 out = io.StringIO()
                 with tempfile.TemporaryDirectory() as tmp, quiet(), contextlib.redirect_stdout(out):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from generator.errors import TricksError, UsageError
 from generator.options import Options
-from generator.render import render_project
+from generator.render import reason, render_project
 from generator.tricks import lookup
 
 ANSWERS = ".tricks-answers.yml"
@@ -148,12 +148,12 @@ def change(project: Path, add=(), remove=(), *, update: bool = False, markers: b
     """Merge the new render of the project's options (with `add`, without `remove`) into its files. With
     conflicts, nothing is written unless `markers`; then the files get git's markers, and the answers file
     and the merge base stay as they were until the markers are gone."""
+    if not update and not add and not remove:
+        raise UsageError("name the tricks to add or remove")
     project, options, name = open_project(project)
     if found := markers_in(project):
         raise UsageError(f"{', '.join(found)} hold conflict markers from an earlier merge: resolve them first")
     new_options = chosen_options(options, list(add), list(remove))
-    if not update and not add and not remove:
-        raise UsageError("name the tricks to add or remove")
     with tempfile.TemporaryDirectory(prefix="tricks-") as tmp:
         theirs = render_project(new_options, name, Path(tmp))
         merged = []
@@ -184,7 +184,7 @@ def stage(project: Path, merged: list[Merged], theirs: Path | None) -> None:
         write_synced(staging / COMPLETE, b"")
     except OSError as err:
         shutil.rmtree(staging, ignore_errors=True)
-        raise TricksError(f"cannot write in {project / '.tricks'}: {(err.strerror or str(err)).lower()}") from None
+        raise TricksError(f"cannot write in {project / '.tricks'}: {reason(err)}") from None
     move_in(project, staging)
 
 
@@ -200,7 +200,7 @@ def move_in(project: Path, staging: Path) -> None:
     for path in sorted(p for p in staging.iterdir() if p.is_file() and p.name != COMPLETE):
         os.replace(path, project / path.name)
     staged_base = staging / BASE.name
-    if staged_base.is_dir() and any(staged_base.iterdir()):
+    if staged_base.is_dir():
         for path in staged_base.iterdir():
             os.replace(path, project / BASE / path.name)
     shutil.rmtree(staging)

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from generator.errors import TricksError, UsageError
+from generator.render import reason
 
 PANEL_INCHES, DPI, COLUMNS = (4.0, 3.0), 100, 3
 SKIP = {"epoch", "epoch_time_s"}  # the x axis, and the wall time, which compares machines rather than runs
@@ -91,7 +92,7 @@ def plot_runs(folders: list[Path], out: Path) -> list[str]:
         os.replace(tmp, out)  # the whole PNG or none: a failed plot leaves no half file
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise TricksError(f"cannot write {out}: {err.strerror}") from None
+        raise TricksError(f"cannot write {out}: {reason(err)}") from None
     finally:
         plt.close(fig)
     return names

@@ -95,6 +95,8 @@ def generate(options: Options, dest: Path, *, force: bool = False) -> list[Path]
     except OSError as err:
         raise TricksError(f"cannot write in {dest.parent}: {reason(err)}") from None
     try:
+        from generator.change import keep_base  # change.py imports this module
+
         project = render_project(options, dest.name, staging)
         keep_base(project)  # the merge base of tricks add, remove and update
         if not dest.exists():
@@ -115,12 +117,6 @@ def generate(options: Options, dest: Path, *, force: bool = False) -> list[Path]
         raise TricksError(f"cannot write {dest}: {reason(err)}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def keep_base(project: Path) -> None:
-    from generator.change import keep_base as keep
-
-    keep(project)
 
 
 def reason(err: OSError) -> str:
