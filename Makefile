@@ -42,6 +42,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/loop_speed.py
 	$(BIN)/python benchmarks/loop_speed.py --tricks
 	$(BIN)/python benchmarks/gan_ring.py
+	$(BIN)/python benchmarks/lm_speed.py
+	$(BIN)/python benchmarks/lm_speed.py --compile --repeats 3
 
 clean:
 	rm -rf demo .pytest_cache .ruff_cache

@@ -1,11 +1,14 @@
 """On a CUDA machine: a mid-size model trained by the rendered script without --amp, with --amp in
 float16 (GradScaler) and in bfloat16, and compiled (--compile) in float32 and bfloat16; prints the
-speed-up and the final losses side by side.
+speed-up and the final losses side by side. Then the language model (--task lm) at nanoGPT's
+shakespeare_char size, in float32, bfloat16 and bfloat16 compiled: tokens per second and the model FLOPs
+utilisation (nanoGPT's estimate, against the GPU's bfloat16 peak: PEAK_TFLOPS, else a known GPU's).
 Run it through benchmarks/gpu_check.sh; the test suite never needs a GPU."""
 
 import contextlib
 import io
 import math
+import os
 import signal
 import statistics
 import sys
@@ -102,6 +105,38 @@ def main() -> None:
     for name, (epoch, wall, last) in results.items():
         print(f"{name:26s} {epoch:8.3f} {base / epoch:8.2f}x {wall:6.1f} {float(last['train_loss']):11.4f} "
               f"{float(last['val_loss']):9.4f} {last.get('skipped_steps', '-'):>8s}")  # fmt: skip
+
+    lm_rows(tmp)
+
+
+# nanoGPT's shakespeare_char model: 6 layers of 384, 6 heads, 256 characters of context, batches of 64
+LM = ["--n-layer", "6", "--n-head", "6", "--n-embd", "384", "--block-size", "256", "--batch-size", "64"]
+PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}  # dense bfloat16 FLOP/s
+
+
+def lm_rows(tmp: Path) -> None:
+    """tokens/s of the epochs after the first (which holds the compilation) and the model FLOPs utilisation."""
+    name = torch.cuda.get_device_name()
+    peak = float(os.environ.get("PEAK_TFLOPS", "0")) * 1e12 or next((v for k, v in PEAKS.items() if k in name), 0)
+    plain = load(render_project(Options.create("lm", seed=True), "lm", tmp) / "train.py")
+    mixed = load(render_project(Options.create("lm", seed=True, amp=True), "lm-amp", tmp) / "train.py")
+    both = load(render_project(Options.create("lm", seed=True, amp=True, compile=True), "lm-both", tmp) / "train.py")
+    args = plain.parse_args(LM)
+    model = plain.build_model(args, 100)
+    n = sum(p.numel() for p in model.parameters())
+    # nanoGPT's estimate: 6 FLOPs per parameter per token, and attention's 12 * layers * width * context
+    flops_per_token = 6 * n + 12 * args.n_layer * args.n_embd * args.block_size
+    print(f"\n--task lm, {n / 1e6:.1f}M parameters ({' '.join(LM)}); tokens/s after epoch 1,", end=" ")
+    print(f"MFU of {peak / 1e12:.0f} TFLOP/s")
+    for label, module, extra in [("float32", plain, []), ("amp bfloat16", mixed, ["--amp-dtype", "bfloat16"]),
+                                 ("amp bfloat16 + compile", both, ["--amp-dtype", "bfloat16"])]:  # fmt: skip
+        out = tmp / label.replace(" ", "-")
+        with contextlib.redirect_stdout(io.StringIO()):
+            module.main([*LM, "--epochs", "3", "--steps-per-epoch", "50", "--seed", "0", "--out-dir", str(out), *extra])
+        rows = metrics(out, drop=set())
+        rate = statistics.median(float(row["tokens_per_s"]) for row in rows[1:])
+        mfu = f"{rate * flops_per_token / peak:.1%}" if peak else "-"
+        print(f"{label:26s} {rate:12,.0f} tokens/s  MFU {mfu:>6s}  val_bpc {float(rows[-1]['val_bpc']):.3f}")
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ class OptionsBase:
 
     def flags(self) -> list[str]:
         """The `tricks new` flags that give these options."""
-        task = ["--task", self.task.value] if self.task is Task.gan and not self.gp else []
+        task = ["--task", self.task.value] if self.task is not Task.classify and not self.gp else []
         return task + ["--" + name.replace("_", "-") for name in self.tricks]
 
     def context(self, project_name: str, version: str) -> dict:

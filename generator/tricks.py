@@ -14,13 +14,14 @@ class Task(str, Enum):
 
     classify = "classify"
     gan = "gan"
+    lm = "lm"
 
 
 @dataclass(frozen=True)
 class Trick:
     name: str  # the Options field, the cookiecutter variable and the partial's file name
     summary: str
-    tasks: tuple[Task, ...] = (Task.classify, Task.gan)
+    tasks: tuple[Task, ...] = (Task.classify, Task.gan, Task.lm)
 
     @property
     def flag(self) -> str:

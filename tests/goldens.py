@@ -36,7 +36,16 @@ CASES = {
     "every-trick": Options.create(**{name: True for name in TRICK_NAMES if name != "gp"}),
     "all-but-amp": Options.create(**{**dict.fromkeys(SIX, True), "amp": False}),
     "gp-all-but-amp": Options.create(gp=True, **{**dict.fromkeys(SIX, True), "amp": False}),
+    "lm": Options.create("lm"),
+    "lm-every-trick": Options.create("lm", **{name: True for name in TRICK_NAMES if name != "gp"}),
+    "lm-all-but-amp": Options.create("lm", **{**dict.fromkeys(SIX, True), "amp": False}),
 }
+# the language model's golden run: a tiny GPT on a frozen text of the repository's own
+CORPUS = Path(__file__).resolve().parent / "data" / "corpus.txt"
+TINY_LM = [
+    *["--data", str(CORPUS), "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32"],
+    *["--batch-size", "8", "--eval-windows", "32", "--sample-length", "20"],
+]
 # seeded short runs whose metrics.csv (timing aside) golden/<case>/metrics.csv holds: float32 runs only, on
 # one thread. bfloat16 rounding differs between CPUs (AVX-512 BF16 or not) by more than any useful tolerance;
 # --amp runs are held to their guarantees by property tests instead (test_classify_runs, test_gan_runs).
@@ -44,6 +53,7 @@ METRIC_RUNS = {
     "seed": ["--epochs", "3", "--threads", "1"],
     "all-but-amp": ["--epochs", "3", "--threads", "1"],
     "gp-all-but-amp": ["--epochs", "2", "--steps-per-epoch", "10", "--threads", "1"],
+    "lm-all-but-amp": [*TINY_LM, "--epochs", "2", "--steps-per-epoch", "10", "--warmup-steps", "5", "--threads", "1"],
 }
 
 

@@ -15,7 +15,7 @@ from generator.options import Options, Task
 from generator.render import generate
 
 ROOT = Path(__file__).resolve().parent.parent
-TIMING = {"epoch_time_s"}  # columns that differ between identical runs
+TIMING = {"epoch_time_s", "tokens_per_s"}  # columns that differ between identical runs
 
 
 def render(dest: Path, task: Task | str | None = None, **tricks: bool) -> Path:
@@ -89,3 +89,18 @@ def same_tensors(a: dict, b: dict) -> bool:
 
 def max_difference(a: dict, b: dict) -> float:
     return max((a[key].float().cpu() - b[key].float().cpu()).abs().max().item() for key in a)
+
+
+def stop_after(module, monkeypatch, epoch):
+    """Ctrl-C during `epoch`: the script finishes it, saves, and exits with 130."""
+    train_one_epoch = module.train_one_epoch
+    epochs = []
+
+    def train_then_stop(*args):
+        metrics = train_one_epoch(*args)
+        epochs.append(1)
+        if len(epochs) == epoch:
+            module.STOP.append(signal.SIGINT)
+        return metrics
+
+    monkeypatch.setattr(module, "train_one_epoch", train_then_stop)

@@ -45,3 +45,19 @@ def test_the_hand_written_loop_does_the_generated_scripts_work(tmp_path):
     hand = torch.load(tmp_path / "hand-written" / "last.pt", weights_only=False)
     assert {"model", "optimizer", "scheduler", "epoch"} <= set(generated) & set(hand)
     assert hand["epoch"] == generated["epoch"] == loop_speed.EPOCHS
+
+
+@pytest.mark.slow
+def test_the_hand_written_gpt_loop_does_the_generated_scripts_work(tmp_path):
+    """The same model, optimizer, schedule and batches: both ways end with the same weights."""
+    lm_speed = load(ROOT / "benchmarks" / "lm_speed.py")
+    module = lm_speed.render_generated()
+    for way in lm_speed.WAYS:
+        (tmp_path / way).mkdir()
+        with loop_speed.quiet():
+            lm_speed.WAYS[way]("small", tmp_path / way, module)
+    generated = torch.load(tmp_path / "generated" / "last.pt", weights_only=False)
+    hand = torch.load(tmp_path / "hand-written" / "last.pt", weights_only=False)
+    assert hand["epoch"] == generated["epoch"] == lm_speed.EPOCHS
+    assert generated["model"].keys() == hand["model"].keys()
+    assert all(torch.equal(generated["model"][key], hand["model"][key]) for key in hand["model"])

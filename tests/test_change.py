@@ -19,6 +19,7 @@ from generator.errors import UsageError
 from generator.options import Options, Task
 from generator.render import generate
 from generator.tricks import TRICKS
+from tests.goldens import TINY_LM
 from tests.helpers import run_script
 
 HELPER = '''def count_parameters(model):
@@ -37,15 +38,23 @@ def edit(text: str, task: str) -> str:
             ("nn.Linear(2, 64),", "nn.Linear(2, 128),"),
             ("nn.Linear(64, 64),", "nn.Linear(128, 64),"),
             ('default=20, help="passes over the data"', 'default=30, help="passes over the data"'),
+            ('default=3e-3, help="peak learning rate"', 'default=1e-3, help="peak learning rate"'),
         ]
-    else:
+    elif task == "gan":
         edits = [
             ('"""n points of the toy distribution', '"""n points of my distribution'),
             ("nn.ReLU(),", "nn.LeakyReLU(0.2),"),
             ('default=15, help="epochs to train"', 'default=25, help="epochs to train"'),
+            ('default=3e-3, help="peak learning rate"', 'default=1e-3, help="peak learning rate"'),
+        ]
+    else:
+        edits = [
+            ('"""The text as token ids, one per character', '"""My text as token ids, one per character'),
+            ("nn.GELU(),", "nn.ReLU(),"),
+            ('default=10, help="epochs to train"', 'default=20, help="epochs to train"'),
+            ('default=1e-3, help="peak learning rate"', 'default=3e-3, help="peak learning rate"'),
         ]
     edits += [
-        ('default=3e-3, help="peak learning rate"', 'default=1e-3, help="peak learning rate"'),
         ('"""\n\nimport argparse\n', '"""\n\nimport argparse\nimport json\n'),
         ("# -----------------------------------------------------------------------------\n# training\n",
          HELPER + "# -----------------------------------------------------------------------------\n# training\n"),
@@ -106,7 +115,7 @@ def test_the_merged_project_trains(tmp_path, task, trick):
     base = ["gp"] if task == "gan" and trick != "gp" else []
     project = project_with(tmp_path, "p", task, base)
     change(project, add=[trick])
-    steps = ["--steps-per-epoch", 5, "--n-critic", 2] if task == "gan" else []
+    steps = {"gan": ["--steps-per-epoch", 5, "--n-critic", 2], "lm": [*TINY_LM, "--steps-per-epoch", 5]}.get(task, [])
     result = run_script(project, "--epochs", 1, *steps, "--out-dir", project / "runs" / "one")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "count_parameters" in (project / "train.py").read_text()

@@ -13,8 +13,7 @@ import termios
 import pytest
 import torch
 
-from tests.helpers import checkpoint, max_difference, metrics, render, run_main, same_tensors
-from tests.test_faults import stop_after
+from tests.helpers import checkpoint, max_difference, metrics, render, run_main, same_tensors, stop_after
 
 # a representative set, not the product: each optimizer and each schedule at least once, off their defaults
 CHOICES = [

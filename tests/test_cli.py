@@ -97,10 +97,19 @@ def test_gp_implies_gan_and_task_gan_alone_is_a_plain_gan(tmp_path):
     assert "def sample_real" in plain and "gradient_penalty" not in plain and "softplus" in plain
 
 
-def test_gp_with_classify_is_refused(tmp_path):
-    result = tricks("new", tmp_path / "x", "--gp", "--task", "classify")
-    assert_one_line_error(result, 2, "--gp")
+@pytest.mark.parametrize("task", ["classify", "lm"])
+def test_gp_with_another_task_than_gan_is_refused(tmp_path, task):
+    result = tricks("new", tmp_path / "x", "--gp", "--task", task)
+    assert_one_line_error(result, 2, f"--gp does not apply to --task {task}: use --task gan")
     assert not (tmp_path / "x").exists()
+
+
+def test_task_lm_renders_the_language_model(tmp_path):
+    result = tricks("new", tmp_path / "lm", "--task", "lm", "--amp")
+    assert result.exit_code == 0 and "(lm)" in result.stdout
+    script = (tmp_path / "lm" / "train.py").read_text()
+    assert "class GPT(nn.Module):" in script and "tricks new lm --task lm --amp" in script
+    assert 'task: "lm"' in (tmp_path / "lm" / ".tricks-answers.yml").read_text()
 
 
 def test_list_shows_every_trick_with_its_knobs():

@@ -9,8 +9,8 @@ import torch
 import torch._dynamo
 from torch import nn
 
-from tests.helpers import checkpoint, max_difference, metrics, run_main, same_tensors
-from tests.test_faults import stop_after
+from tests.goldens import TINY_LM
+from tests.helpers import checkpoint, max_difference, metrics, run_main, same_tensors, stop_after
 
 pytestmark = pytest.mark.slow  # compiling
 
@@ -105,3 +105,23 @@ def test_compiled_accumulation_equals_one_large_batch_and_the_lr_plot_changes_no
     assert metrics(tmp_path / "plot") == metrics(tmp_path / "large")
     untouched = rendered("classify", seed=True).build_model(accumulating.parse_args([]))
     assert max_difference(large.state_dict(), untouched.state_dict()) > 1e-2, "the weights moved"
+
+
+def test_a_compiled_language_model_resumes_exactly_and_samples_eagerly(tmp_path, rendered, monkeypatch):
+    """The GPT compiled: a stopped run resumed ends bit-identical to an uninterrupted one; and sampling, which
+    calls the model on a longer text for each character, runs eagerly: it compiles nothing."""
+    module = rendered("lm", compile=True, seed=True)
+    args = [*TINY_LM, "--epochs", 2, "--steps-per-epoch", 5, "--batch-size", 8, "--eval-windows", 16, "--seed", 4]
+    whole = run_main(module, [*args, "--out-dir", tmp_path / "whole"])
+    with monkeypatch.context() as patch:
+        stop_after(module, patch, epoch=1)
+        with pytest.raises(SystemExit):
+            run_main(module, [*args, "--out-dir", tmp_path / "cut"])
+    resumed = run_main(module, [*args, "--out-dir", tmp_path / "cut", "--resume"])
+    assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
+    assert same_tensors(whole.state_dict(), resumed.state_dict())
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert graphs > 0, "the forward pass was compiled"
+    vocab = checkpoint(tmp_path / "whole" / "last.pt")["vocab"]
+    text = module.generate(whole, vocab, module.parse_args([*map(str, args), "--sample-length", "40"]), None)
+    assert len(text) == 41 and torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs

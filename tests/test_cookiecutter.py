@@ -29,7 +29,7 @@ def test_cookiecutter_json_holds_the_options_fields_and_defaults():
     data = json.loads((template_dir() / "cookiecutter.json").read_text())
     public = [key for key in data if not key.startswith("_")]
     assert public == ["project_name"] + [f.name for f in fields(Options)]
-    assert data["task"] == ["classify", "gan"]
+    assert data["task"] == [task.value for task in Task]
     for f in fields(Options):
         if f.name != "task":
             assert data[f.name] is f.default

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tests.goldens import TINY_LM
 from tests.helpers import ROOT, checkpoint, max_difference, metrics, render, run_script, same_tensors, scratch_env
 
 pytestmark = pytest.mark.slow  # every test here starts torchrun and two training processes
@@ -32,6 +33,7 @@ def projects(tmp_path_factory):
         "six": render(root / "six", "classify", ddp=True, seed=True, amp=True, clip=True, accumulate=True,
                       lr_plot=True, early_stop=True),
         "gan": render(root / "gan", "gan", ddp=True, gp=True, seed=True, early_stop=True, clip=True, accumulate=True),
+        "lm": render(root / "lm", "lm", ddp=True, seed=True, accumulate=True, clip=True),
     }  # fmt: skip
 
 
@@ -180,3 +182,20 @@ def test_the_gan_under_ddp(tmp_path, projects):
     assert [row["epoch"] for row in rows] == ["1", "2"]
     assert {"critic_grad_norm", "wasserstein", "gp"} <= set(rows[0])
     assert (tmp_path / "samples.png").exists() and checkpoint(tmp_path / "best.pt")["epoch"] in (1, 2)
+
+
+def test_the_language_model_on_two_processes_equals_one_with_twice_the_batch(tmp_path, projects):
+    """2 x 4 windows against 1 x 8, each step 2 micro-batches: every rank draws the global batch's offsets from
+    the same generator and trains on its share; validation windows are shared out and the scores all-reduced."""
+    common = [*TINY_LM, "--epochs", 2, "--steps-per-epoch", 5, "--seed", 9, "--accumulate-steps", 2]
+    two = ok(torchrun(projects["lm"], *common, "--batch-size", 4, "--out-dir", tmp_path / "two"))
+    ok(run_script(projects["lm"], *common, "--batch-size", 8, "--out-dir", tmp_path / "one"))
+    two_last, one_last = checkpoint(tmp_path / "two" / "last.pt"), checkpoint(tmp_path / "one" / "last.pt")
+    assert max_difference(two_last["model"], one_last["model"]) < 1e-5
+    for a, b in zip(metrics(tmp_path / "two"), metrics(tmp_path / "one"), strict=True):
+        for column in ("train_loss", "val_loss", "grad_norm"):
+            assert float(a[column]) == pytest.approx(float(b[column]), rel=1e-5), column
+    assert two.stdout.count("[ Valid | 002/002 ]") == 1 and two.stdout.count("the sample after epoch 2:") == 1, (
+        "rank 0 alone prints"
+    )
+    assert (tmp_path / "two" / "samples.txt").read_text().count("epoch ") == 2

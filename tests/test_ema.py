@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from tests.helpers import checkpoint, max_difference, metrics, run_main, same_tensors
-from tests.test_faults import stop_after
+from tests.helpers import checkpoint, max_difference, metrics, run_main, same_tensors, stop_after
 
 
 def snapshot(module) -> dict:

@@ -25,7 +25,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from tests.helpers import checkpoint, load, metrics, render, run_main, run_script, same_tensors
+from tests.helpers import checkpoint, load, metrics, render, run_main, run_script, same_tensors, stop_after
 from tests.test_ddp import torchrun
 
 SIX = {"seed": True, "amp": True, "clip": True, "accumulate": True, "lr_plot": True, "early_stop": True}
@@ -121,21 +121,6 @@ def test_resume_without_a_checkpoint_is_refused(tmp_path, modules, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_main(modules["plain"], ["--out-dir", tmp_path / "empty", "--resume"])
     assert exit_info.value.code == 2 and "nothing to resume" in capsys.readouterr().err
-
-
-def stop_after(module, monkeypatch, epoch):
-    """Ctrl-C during `epoch`: the script finishes it, saves, and exits with 130."""
-    train_one_epoch = module.train_one_epoch
-    epochs = []
-
-    def train_then_stop(*args):
-        metrics = train_one_epoch(*args)
-        epochs.append(1)
-        if len(epochs) == epoch:
-            module.STOP.append(signal.SIGINT)
-        return metrics
-
-    monkeypatch.setattr(module, "train_one_epoch", train_then_stop)
 
 
 @pytest.mark.parametrize(

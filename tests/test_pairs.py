@@ -11,9 +11,14 @@ import pytest
 
 from generator.options import Task
 from generator.tricks import TRICKS
+from tests.goldens import TINY_LM
 from tests.helpers import checkpoint, metrics, render, run_script
 
-SHORT = {Task.classify: ["--epochs", "2"], Task.gan: ["--epochs", "2", "--steps-per-epoch", "4", "--n-critic", "2"]}
+SHORT = {
+    Task.classify: ["--epochs", "2"],
+    Task.gan: ["--epochs", "2", "--steps-per-epoch", "4", "--n-critic", "2"],
+    Task.lm: [*TINY_LM, "--epochs", "2", "--steps-per-epoch", "4"],
+}
 
 
 def covering_array(names: list[str]) -> list[dict[str, bool]]:
@@ -55,6 +60,6 @@ def test_a_render_of_the_covering_array_runs(tmp_path, task, row):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = metrics(tmp_path / "run")
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    loss = "train_loss" if task is Task.classify else "critic_loss"
+    loss = "critic_loss" if task is Task.gan else "train_loss"
     assert all(math.isfinite(float(r[loss])) for r in rows)
     assert checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 2

@@ -12,6 +12,7 @@ CASES = {
     "classify-six": ("classify", {"seed": True, "amp": True, "clip": True, "accumulate": True, "lr_plot": True,
                                  "early_stop": True}),
     "gan-gp-ddp": ("gan", {"gp": True, "ddp": True, "early_stop": True}),
+    "lm-ema-early-stop": ("lm", {"ema": True, "early_stop": True, "accumulate": True}),
 }  # fmt: skip
 
 

@@ -7,8 +7,7 @@ import shutil
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.helpers import metrics, render, run_main
-from tests.test_faults import stop_after
+from tests.helpers import metrics, render, run_main, stop_after
 
 
 def scalars(out_dir) -> dict[str, list[tuple[int, float]]]:

@@ -526,7 +526,7 @@ def train(args, argv):
     generator.load_state_dict(best["generator"])
     critic.load_state_dict(best["critic"])
     print(f"best: epoch {best['epoch']}, {args.monitor} {best['best_metric']:.5f}; its weights are loaded")
-    plot_samples(generator, eval_noise, out_dir / "samples.png")
+    plot_samples(generator, eval_noise, out_dir / "samples.png")  # the weights it ends with
     return generator, critic
 
 

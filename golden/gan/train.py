@@ -389,7 +389,7 @@ def train(args, argv):
         fail(f"epoch {epoch}: {err}; stopped, {saved(out_dir, saved_epoch)}")
     finally:
         wait_for_writes()  # every file is on disk before the run ends
-    plot_samples(generator, eval_noise, out_dir / "samples.png")
+    plot_samples(generator, eval_noise, out_dir / "samples.png")  # the weights it ends with
     return generator, critic
 
 

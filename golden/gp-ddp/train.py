@@ -474,7 +474,7 @@ def train(args, argv):
     finally:
         wait_for_writes()  # every file is on disk before the run ends
     if dist.get_rank() == 0:  # rank 0 alone writes files
-        plot_samples(generator.module, eval_noise, out_dir / "samples.png")
+        plot_samples(generator.module, eval_noise, out_dir / "samples.png")  # the weights it ends with
     return generator.module, critic.module
 
 

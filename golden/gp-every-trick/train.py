@@ -750,7 +750,7 @@ def train(args, argv):
     critic.module.load_state_dict(best["critic"])
     print(f"best: epoch {best['epoch']}, {args.monitor} {best['best_metric']:.5f}; its weights are loaded")
     if dist.get_rank() == 0:  # rank 0 alone writes files
-        plot_samples(ema.module, eval_noise, out_dir / "samples.png")
+        plot_samples(generator.module, eval_noise, out_dir / "samples.png")  # the weights it ends with
     return generator.module, critic.module
 
 

@@ -14,6 +14,8 @@ def test_a_short_run_writes_its_outputs(tmp_path):
     out_dir = tmp_path / "run"
 {% if gan %}
     train.main(["--epochs", "2", "--steps-per-epoch", "5", "--out-dir", str(out_dir)])
+{% elif cookiecutter.task == "lm" %}
+    train.main(["--epochs", "2", "--steps-per-epoch", "5", "--n-layer", "1", "--out-dir", str(out_dir)])
 {% else %}
     train.main(["--epochs", "2", "--out-dir", str(out_dir)])
 {% endif %}
