@@ -25,17 +25,19 @@ from generator.render import reason, render_project
 from generator.tricks import lookup
 
 ANSWERS = ".tricks-answers.yml"
-GENERATED = ("train.py", "README.md", "requirements.txt", "test_train.py", "ruff.toml")
+GENERATED = ("train.py", "README.md", "requirements.txt", "test_train.py", "ruff.toml", "slurm.sbatch")
+OPTIONAL = ("slurm.sbatch",)  # generated with some tricks only (--ddp): added and removed with them
 BASE = Path(".tricks") / "base"  # what tricks new or the last change rendered, untouched: the merge base
 STAGING = Path(".tricks") / "staging"
 COMPLETE = "COMPLETE"  # in the staging folder: every staged file is whole, so moving them in may begin
+REMOVED = "REMOVED"  # in the staging folder: the generated files to delete, one per line
 
 
 @dataclass
 class Merged:
     name: str
     text: str  # the merged file (with conflict markers where the two sides met)
-    status: str  # updated, unchanged or conflict
+    status: str  # updated, unchanged, conflict; added or removed (an OPTIONAL file)
     conflicts: list[str]  # per conflict: where it is and its two sides, in a line
 
 
@@ -44,7 +46,8 @@ def keep_base(project: Path) -> None:
     base = project / BASE
     base.mkdir(parents=True, exist_ok=True)
     for name in (*GENERATED, ANSWERS):
-        shutil.copy2(project / name, base / name)
+        if (project / name).exists():
+            shutil.copy2(project / name, base / name)
 
 
 def open_project(project: Path) -> tuple[Path, Options, str]:
@@ -158,13 +161,27 @@ def change(project: Path, add=(), remove=(), *, update: bool = False, markers: b
         theirs = render_project(new_options, name, Path(tmp))
         merged = []
         for file in GENERATED:
-            if not (project / file).exists():
-                continue  # a generated file the user deleted stays deleted
-            merged.append(merge_file(file, project / file, project / BASE / file, theirs / file))
+            ours, base, new = project / file, project / BASE / file, theirs / file
+            if file in OPTIONAL and not base.exists() and new.exists() and not ours.exists():
+                merged.append(Merged(file, read(new), "added", []))  # the trick that writes it came in
+            elif file in OPTIONAL and base.exists() and not new.exists() and ours.exists():
+                merged.append(unrendered(file, ours, base))  # the trick that wrote it went
+            elif ours.exists() and new.exists():  # a generated file the user deleted stays deleted
+                merged.append(merge_file(file, ours, base if base.exists() else os.devnull, new))
         clean = not any(m.conflicts for m in merged)
         if clean or markers:
             stage(project, merged, theirs if clean else None)
     return merged
+
+
+def unrendered(name: str, ours: Path, base: Path) -> Merged:
+    """An optional file that the new render no longer writes: removed if the user left it as generated, else a
+    conflict (their edits would be lost)."""
+    if read(ours) == read(base):
+        return Merged(name, "", "removed", [])
+    return Merged(
+        name, read(ours), "conflict", [f"{name}: yours is edited; the new render has no {name} (move it away)"]
+    )
 
 
 def stage(project: Path, merged: list[Merged], theirs: Path | None) -> None:
@@ -175,12 +192,16 @@ def stage(project: Path, merged: list[Merged], theirs: Path | None) -> None:
     try:
         (staging / BASE.name).mkdir(parents=True)
         for m in merged:
-            if m.status != "unchanged":
+            if m.status not in ("unchanged", "removed"):
                 write_synced(staging / m.name, m.text.encode("utf-8"))
+        write_synced(staging / REMOVED, "".join(f"{m.name}\n" for m in merged if m.status == "removed").encode())
         if theirs is not None:
             write_synced(staging / ANSWERS, (theirs / ANSWERS).read_bytes())
             for file in (*GENERATED, ANSWERS):
-                write_synced(staging / BASE.name / file, (theirs / file).read_bytes())
+                if (theirs / file).exists():
+                    write_synced(staging / BASE.name / file, (theirs / file).read_bytes())
+                else:
+                    write_synced(staging / BASE.name / (file + ".none"), b"")  # no longer generated
         write_synced(staging / COMPLETE, b"")
     except OSError as err:
         shutil.rmtree(staging, ignore_errors=True)
@@ -197,12 +218,19 @@ def write_synced(path: Path, data: bytes) -> None:
 
 def move_in(project: Path, staging: Path) -> None:
     """Move a complete staging's files into place (each rename atomic), the base last; then drop it."""
-    for path in sorted(p for p in staging.iterdir() if p.is_file() and p.name != COMPLETE):
+    removed = read(staging / REMOVED).split() if (staging / REMOVED).exists() else []
+    for path in sorted(p for p in staging.iterdir() if p.is_file() and p.name not in (COMPLETE, REMOVED)):
         os.replace(path, project / path.name)
+    for name in removed:
+        (project / name).unlink(missing_ok=True)
     staged_base = staging / BASE.name
     if staged_base.is_dir():
         for path in staged_base.iterdir():
-            os.replace(path, project / BASE / path.name)
+            if path.name.endswith(".none"):  # the base has no such file any more
+                (project / BASE / path.name.removesuffix(".none")).unlink(missing_ok=True)
+                path.unlink()
+            else:
+                os.replace(path, project / BASE / path.name)
     shutil.rmtree(staging)
 
 

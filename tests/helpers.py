@@ -36,8 +36,8 @@ def load(script: Path):
 
 
 def run_main(module, argv: list[str]):
-    """module.main(argv) in this process; restores the Ctrl-C and SIGTERM handlers the script installs."""
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    """module.main(argv) in this process; restores the signal handlers the script installs."""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
     try:
         return module.main([str(arg) for arg in argv])
     finally:
@@ -100,7 +100,7 @@ def stop_after(module, monkeypatch, epoch):
         metrics = train_one_epoch(*args)
         epochs.append(1)
         if len(epochs) == epoch:
-            module.STOP.append(signal.SIGINT)
+            module.STOP.update(signal=signal.SIGINT, at=0.0)
         return metrics
 
     monkeypatch.setattr(module, "train_one_epoch", train_then_stop)

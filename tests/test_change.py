@@ -101,7 +101,9 @@ def test_every_trick_merges_into_an_edited_project_as_if_rendered_with_it(tmp_pa
         clean.append((task, trick))
         expected = project_with(tmp_path / "expected", f"{task}-{trick}", task, [*base, trick])  # the same name
         for file in (*GENERATED, ANSWERS):
-            assert (project / file).read_text() == (expected / file).read_text(), f"{task} {trick}: {file}"
+            assert (project / file).exists() == (expected / file).exists(), f"{task} {trick}: {file}"
+            if (expected / file).exists():  # slurm.sbatch comes with ddp only
+                assert (project / file).read_text() == (expected / file).read_text(), f"{task} {trick}: {file}"
         change(project, remove=[trick])
         assert {k: v for k, v in hashes(project).items() if not k.startswith(".tricks")} == {
             k: v for k, v in before.items() if not k.startswith(".tricks")

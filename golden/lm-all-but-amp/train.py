@@ -45,7 +45,7 @@ SCRIPT = {"task": "lm", "tricks": ["seed", "accumulate", "clip", "early-stop"]}
 # every trick this script was made with: run.json names them, and `tricks plot` labels the run's curves with them
 TRICKS = ["seed", "accumulate", "clip", "lr-plot", "early-stop"]
 SAFE_TO_CHANGE = ("device", "num_workers", "threads", "out_dir", "resume", "overwrite")
-STOP = []  # the signals (Ctrl-C, SIGTERM) that asked the run to stop after this epoch
+STOP = {}  # once a signal (Ctrl-C, SIGTERM, SIGUSR1) asks the run to stop after this epoch: which, and when
 WRITER = ThreadPoolExecutor(max_workers=1)  # writes the run's files while training goes on
 WRITES = []  # (epoch, file, future) of the writes handed to WRITER and not yet waited for
 LOCKS = []  # the open lock file of the run folder this process trains in
@@ -120,7 +120,13 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=number(int, 1), help="CPU threads for PyTorch (default: PyTorch's choice)")
     parser.add_argument("--out-dir", help="the run's folder (default: a new runs/NNN)")
     again = parser.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its last.pt")
+    again.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        choices=["auto"],
+        help="continue the run in --out-dir from its last.pt; auto: if it has one, else start it",
+    )
     again.add_argument("--overwrite", action="store_true", help="start afresh in an --out-dir that holds a run")
     # seed
     parser.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=1337, help="same seed, same run")
@@ -150,6 +156,11 @@ def parse_args(argv=None):
         if not (args.out_dir and (Path(args.out_dir) / "last.pt").exists()):
             parser.error("--sample needs --out-dir, a run folder with a last.pt")
         return args
+    if args.resume == "auto":  # one command for the first start and every restart (a requeued job)
+        if not args.out_dir:
+            parser.error("--resume auto needs --out-dir, the run to start or continue")
+        saved_one = any((Path(args.out_dir) / name).exists() for name in ("last.pt", "last.pt.prev"))
+        args.resume, args.overwrite = saved_one, not saved_one  # a start that saved nothing leaves nothing to keep
     if args.out_dir:
         holds_run = any((Path(args.out_dir) / name).exists() for name in RUN_FILES)
         if args.resume and not (Path(args.out_dir) / "last.pt").exists():
@@ -560,7 +571,7 @@ def sample_saved_run(args):
 def train(args, argv):
     """The whole run; returns the trained model."""
     STOP.clear()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(signum, request_stop)
     device = pick_device(args.device)
     set_seed(args.seed)
@@ -893,24 +904,34 @@ def set_rng_state(state):
     np.random.set_state(state["numpy"])
 
 
+def resume_word(argv, i):
+    """Whether argv[i] is --resume, its value auto, or --overwrite: the resume command replaces them."""
+    auto = argv[i] == "auto" and i > 0 and argv[i - 1] == "--resume"
+    return auto or argv[i] in ("--resume", "--resume=auto", "--overwrite")
+
+
 def request_stop(signum, frame):
-    """Ctrl-C or SIGTERM once: finish this epoch, save it, stop. Twice: stop now; last.pt keeps the last epoch."""
-    if STOP:
+    """Ctrl-C, SIGTERM (kill, a scheduler's warning) or SIGUSR1 once: finish this epoch, save it, stop. Twice:
+    stop now; last.pt keeps the last epoch. A second signal within a second is the first one delivered again
+    (sent to the whole process group, and passed on by torchrun or srun too), not a second request."""
+    if STOP and time.monotonic() - STOP["at"] >= 1:
         raise KeyboardInterrupt
-    STOP.append(signum)
+    if STOP:
+        return
+    STOP.update(signal=signum, at=time.monotonic())
     name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
     print(f"\n{name}: stopping after this epoch (again to stop now)", file=sys.stderr, flush=True)
 
 
 def exit_stopped(argv, out_dir, saved_epoch):
     """Say where a stopped run stands and how to continue it; exit as the signal asks: 130 for Ctrl-C,
-    143 for SIGTERM."""
+    143 for SIGTERM, 138 for SIGUSR1."""
     wait_for_writes()
-    code = 128 + (STOP[0] if STOP else signal.SIGINT)
+    code = 128 + STOP.get("signal", signal.SIGINT)
     if not saved_epoch:
         print("stopped before an epoch ended: nothing new was saved", file=sys.stderr)
         raise SystemExit(code)
-    argv = [arg for arg in argv if arg not in ("--resume", "--overwrite")]
+    argv = [arg for i, arg in enumerate(argv) if not resume_word(argv, i)]
     if not any(arg == "--out-dir" or arg.startswith("--out-dir=") for arg in argv):
         argv += ["--out-dir", str(out_dir)]
     command = shlex.join(["python", Path(__file__).name] + argv + ["--resume"])

@@ -1,0 +1,269 @@
+"""How clusters stop and restart runs (issue 18): SIGTERM and SIGUSR1 save and stop like Ctrl-C; --resume auto
+is one command for the first start and every restart; torchrun's processes agree on the stop wherever the
+signal lands; two "nodes" on one machine; and the generated slurm.sbatch, run under a fake SLURM. Every
+process is ended by its id, and everything listens on 127.0.0.1 only."""
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from generator.change import change
+from tests.helpers import checkpoint, load, max_difference, metrics, render, run_main, run_script, scratch_env
+from tests.test_faults import start, wait_for_rows
+
+pytestmark = pytest.mark.slow  # training scripts in processes of their own
+
+ARGS = ["--epochs", 40, "--seed", 21]  # long enough that a signal after the first rows lands mid-run
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+
+@pytest.fixture(scope="module")
+def projects(tmp_path_factory):
+    root = tmp_path_factory.mktemp("clusters")
+    return {
+        "seed": render(root / "seed", "classify", seed=True),
+        "ddp": render(root / "ddp", "classify", ddp=True, seed=True),
+    }
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(projects, tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole")
+    run_script(projects["seed"], *ARGS, "--out-dir", out / "one", check=True)
+    run_script(projects["ddp"], *ARGS, "--batch-size", 50, "--out-dir", out / "ddp", check=True)
+    return {"one": out / "one", "ddp": out / "ddp"}
+
+
+def ok(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def same_run(out: Path, reference: Path):
+    """Each epoch's row exactly once, and the uninterrupted run's weights bit for bit."""
+    assert metrics(out) == metrics(reference)
+    assert max_difference(checkpoint(out / "last.pt")["model"], checkpoint(reference / "last.pt")["model"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "rows"), [(signal.SIGTERM, 143, 1), (signal.SIGUSR1, 138, 1), (signal.SIGTERM, 143, 3)]
+)
+def test_a_signal_saves_and_stops_and_resume_auto_continues(tmp_path, projects, uninterrupted, signum, code, rows):
+    """The same command starts the run and, after the signal, continues it; the signal lands after `rows` rows."""
+    out = tmp_path / "run"
+    command = [*ARGS, "--out-dir", out, "--resume", "auto"]
+    process = start(projects["seed"], *command)
+    wait_for_rows(out, rows, process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr
+    assert f"{signal.Signals(signum).name}: stopping after this epoch" in stderr and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].split()[-1] == "--resume", "the resume command drops auto"
+    assert "auto" not in stderr.strip().splitlines()[-1].split()
+    ok(run_script(projects["seed"], *command))
+    same_run(out, uninterrupted["one"])
+
+
+def test_resume_auto_starts_a_folder_that_saved_nothing_and_needs_an_out_dir(tmp_path, projects, capsys):
+    module = load(projects["seed"] / "train.py")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text("{}")  # a start killed before its first epoch ended
+    run_main(module, ["--epochs", 2, "--out-dir", out, "--resume", "auto"])
+    assert [row["epoch"] for row in metrics(out)] == ["1", "2"]
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(module, ["--epochs", 2, "--resume", "auto"])
+    assert exit_info.value.code == 2 and "--resume auto needs --out-dir" in capsys.readouterr().err
+
+
+def test_resume_auto_never_starts_over_a_run_whose_last_pt_is_damaged(tmp_path, projects, capsys):
+    module = load(projects["seed"] / "train.py")
+    out = tmp_path / "run"
+    run_main(module, ["--epochs", 3, "--out-dir", out])
+    (out / "last.pt").write_bytes(b"half a checkpoint")
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(module, ["--epochs", 3, "--out-dir", out, "--resume", "auto"])
+    assert exit_info.value.code == 1 and "last.pt.prev (epoch 2) over it" in capsys.readouterr().err
+    assert checkpoint(out / "last.pt.prev")["epoch"] == 2, "kept"
+
+
+# -----------------------------------------------------------------------------
+# torchrun
+
+
+def children(pid: int) -> list[int]:
+    return [
+        int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()
+    ]
+
+
+def rank_pids(launcher: int) -> dict[int, int]:
+    """The training processes torchrun started: rank to process id."""
+    ranks = {}
+    for child in children(launcher):
+        environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        rank = [entry.split(b"=", 1)[1] for entry in environ if entry.startswith(b"RANK=")]
+        if rank:
+            ranks[int(rank[0])] = child
+    return ranks
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(project: Path, args: list, nproc=2, nodes=None) -> subprocess.Popen:
+    """torchrun in a session of its own (so that its whole process group can be signalled)."""
+    where = ["--standalone"] if nodes is None else nodes
+    return subprocess.Popen(
+        [*TORCHRUN, *where, "--nproc-per-node", str(nproc), "train.py", *map(str, args)],
+        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=scratch_env(project), start_new_session=True,
+    )  # fmt: skip
+
+
+def end(process: subprocess.Popen, timeout=180) -> tuple[str, str]:
+    try:
+        return process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("target", ["rank 1", "process group"])
+def test_under_torchrun_a_signal_to_one_rank_or_to_all_stops_every_rank_at_one_epoch(
+    tmp_path, projects, uninterrupted, target
+):
+    """2 processes x 25 against the uninterrupted 1 x 50. Signalled alone, rank 1 stops every rank at the
+    same epoch (they agree on it); the whole group gets it twice (from the signal and from torchrun passing it
+    on), which counts once. Either way the same command resumes to the uninterrupted run's weights."""
+    out = tmp_path / "run"
+    command = [*ARGS, "--batch-size", 25, "--out-dir", out, "--resume", "auto"]
+    process = launch(projects["ddp"], command)
+    wait_for_rows(out, 1, process)
+    if target == "rank 1":
+        os.kill(rank_pids(process.pid)[1], signal.SIGTERM)
+    else:
+        os.killpg(process.pid, signal.SIGTERM)
+    _, stderr = end(process)
+    saved = checkpoint(out / "last.pt")["epoch"]
+    assert saved == len(metrics(out)) < 40, stderr[-2000:]
+    assert f"holds epoch {saved}. Resume with:" in stderr and 'train.py", line' not in stderr, "no traceback of ours"
+    finished = launch(projects["ddp"], command)
+    _, stderr = end(finished)
+    assert finished.returncode == 0, stderr[-3000:]
+    rows, reference = metrics(out), metrics(uninterrupted["ddp"])
+    assert [row["epoch"] for row in rows] == [row["epoch"] for row in reference], "each epoch once"
+    whole, resumed = checkpoint(uninterrupted["ddp"] / "last.pt"), checkpoint(out / "last.pt")
+    assert max_difference(whole["model"], resumed["model"]) < 1e-5
+
+
+def test_two_nodes_on_one_machine_equal_one_process_with_twice_the_batch(tmp_path, projects):
+    """Two torchrun launchers, one process each, meeting at a c10d rendezvous on 127.0.0.1, as two machines
+    of a cluster do."""
+    port, common = free_port(), ["--epochs", 2, "--seed", 9, "--warmup-steps", 5]
+    rendezvous = ["--nnodes", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}"]
+    two = [*common, "--batch-size", 25, "--out-dir", tmp_path / "two"]
+    nodes = [launch(projects["ddp"], two, nproc=1, nodes=[*rendezvous, "--node-rank", str(rank)]) for rank in (0, 1)]
+    for node in nodes:
+        _, stderr = end(node)
+        assert node.returncode == 0, stderr[-3000:]
+    ok(run_script(projects["ddp"], *common, "--batch-size", 50, "--out-dir", tmp_path / "one"))
+    two, one = checkpoint(tmp_path / "two" / "last.pt"), checkpoint(tmp_path / "one" / "last.pt")
+    assert len(two["rng"]) == 2, "two processes"
+    assert max_difference(two["model"], one["model"]) < 1e-5
+
+
+# -----------------------------------------------------------------------------
+# slurm.sbatch
+
+
+def test_slurm_sbatch_comes_with_ddp_and_passes_bash_n_and_shellcheck(tmp_path, projects):
+    script = projects["ddp"] / "slurm.sbatch"
+    assert not (projects["seed"] / "slurm.sbatch").exists(), "only with --ddp"
+    text = script.read_text()
+    for line in ["#SBATCH --signal=B:TERM@", "#SBATCH --requeue", "--rdzv-backend c10d", "--resume auto",
+                 '--nnodes "$SLURM_NNODES"', 'runs/slurm-$SLURM_JOB_ID']:  # fmt: skip
+        assert line in text, line
+    assert subprocess.run(["bash", "-n", script], check=False).returncode == 0
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    result = subprocess.run([shellcheck, script], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
+
+
+def fake_slurm(tmp_path: Path) -> dict[str, str]:
+    """SLURM's variables for a one-node job of 2 processes, and stub scontrol and srun on the PATH: srun runs
+    its command as the node's one task; scontrol names the node and records a requeue."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "srun").write_text('#!/bin/bash\nexec "$@"\n')
+    (stubs / "scontrol").write_text(
+        '#!/bin/bash\nif [ "$1 $2" = "show hostnames" ]; then echo 127.0.0.1; else echo "$*" >> "$SCONTROL_LOG"; fi\n'
+    )
+    for stub in stubs.iterdir():
+        stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    path = f"{stubs}:{Path(sys.executable).parent}:{os.environ['PATH']}"
+    return {
+        "PATH": path, "SLURM_JOB_ID": "4242", "SLURM_NNODES": "1", "SLURM_JOB_NODELIST": "node001",
+        "SLURM_GPUS_ON_NODE": "2", "RDZV_PORT": str(free_port()), "SCONTROL_LOG": str(tmp_path / "scontrol.log"),
+    }  # fmt: skip
+
+
+def test_slurm_sbatch_trains_and_after_sigterm_requeues_and_resumes(tmp_path, projects):
+    """bash slurm.sbatch as SLURM runs it on one node; SIGTERM to the script alone (--signal=B:TERM): the run
+    saves and stops, the script requeues the job; the job's second start resumes the run to its end."""
+    project = tmp_path / "project"
+    render(project, "classify", ddp=True, seed=True)
+    env = {**scratch_env(project), **fake_slurm(tmp_path), "PYTHONUNBUFFERED": "1"}
+    out = project / "runs" / "slurm-4242"
+    job = subprocess.Popen(["bash", "slurm.sbatch", *map(str, ARGS)], cwd=project, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    wait_for_rows(out, 1, job, timeout=180)
+    job.send_signal(signal.SIGTERM)  # the batch script alone, as --signal=B:TERM does
+    _, stderr = end(job)
+    saved = checkpoint(out / "last.pt")["epoch"]
+    assert saved == len(metrics(out)) < 40, stderr[-3000:]
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    again = subprocess.run(["bash", "slurm.sbatch", *map(str, ARGS)], cwd=project, env=env, capture_output=True, text=True,
+                           timeout=300, check=False)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming {out.relative_to(project)} after epoch {saved}" in again.stdout
+    assert [row["epoch"] for row in metrics(out)] == [str(epoch) for epoch in range(1, 41)]
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"], "no second requeue"
+
+
+def test_tricks_add_and_remove_ddp_write_and_delete_slurm_sbatch(tmp_path):
+    project = render(tmp_path / "p", "classify", seed=True)
+    [added] = [m for m in change(project, add=["ddp"]) if m.name == "slurm.sbatch"]
+    assert added.status == "added" and (project / "slurm.sbatch").read_text().startswith("#!/bin/bash")
+    [removed] = [m for m in change(project, remove=["ddp"]) if m.name == "slurm.sbatch"]
+    assert removed.status == "removed" and not (project / "slurm.sbatch").exists()
+    assert not (project / ".tricks" / "base" / "slurm.sbatch").exists()
+    change(project, add=["ddp"])
+    (project / "slurm.sbatch").write_text((project / "slurm.sbatch").read_text() + "# my partition\n")
+    merged = change(project, remove=["ddp"])
+    assert [m.status for m in merged if m.name == "slurm.sbatch"] == ["conflict"]
+    assert (project / "slurm.sbatch").read_text().endswith("# my partition\n"), "your edits stay"
+    assert "DistributedDataParallel" in (project / "train.py").read_text(), "a conflict changes nothing"
+
+
+def test_a_signal_delivered_twice_within_a_second_counts_once(projects, monkeypatch):
+    """A process group's signal reaches a rank twice: directly, and passed on by torchrun or srun. Only a
+    signal a second or more after the first is a second request, which stops at once."""
+    module = load(projects["seed"] / "train.py")
+    module.STOP.clear()
+    module.request_stop(signal.SIGTERM, None)
+    module.request_stop(signal.SIGTERM, None)  # the same request, again
+    assert module.STOP["signal"] == signal.SIGTERM
+    module.STOP["at"] -= 1.0
+    with pytest.raises(KeyboardInterrupt):
+        module.request_stop(signal.SIGINT, None)
+    module.STOP.clear()
