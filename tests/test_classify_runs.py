@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from tests.helpers import checkpoint, max_difference, metrics, run_main, same_tensors
+from tests.helpers import checkpoint, max_difference, metrics, no_pause, run_main, same_tensors
 
 SIX = {"seed": True, "amp": True, "clip": True, "accumulate": True, "lr_plot": True, "early_stop": True}
 
@@ -152,7 +152,7 @@ def test_float16_scaler_skips_overflowing_steps_without_advancing_the_schedule(s
     scheduler = module.build_scheduler(optimizer, args, total_steps=len(train_loader))
     autocast = torch.autocast("cpu", dtype=torch.float16)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)
-    result = module.train_one_epoch(model, train_loader, optimizer, scheduler, autocast, scaler, args)
+    result = module.train_one_epoch(model, train_loader, optimizer, scheduler, autocast, scaler, args, no_pause, None)
     assert 0 < result["skipped_steps"] < len(train_loader)
     assert scheduler.last_epoch == len(train_loader) - result["skipped_steps"]
     assert scaler.get_scale() == 2.0 ** (40 - result["skipped_steps"])

@@ -9,13 +9,26 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from generator.change import change
-from tests.helpers import checkpoint, load, max_difference, metrics, render, run_main, run_script, scratch_env
-from tests.test_faults import start, wait_for_rows
+from tests.goldens import TINY_LM
+from tests.helpers import (
+    checkpoint,
+    load,
+    max_difference,
+    metrics,
+    render,
+    run_main,
+    run_script,
+    same_tensors,
+    scratch_env,
+)
+from tests.test_faults import SIX, start, wait_for_rows
 
 pytestmark = pytest.mark.slow  # training scripts in processes of their own
 
@@ -36,7 +49,9 @@ def projects(tmp_path_factory):
 def uninterrupted(projects, tmp_path_factory):
     out = tmp_path_factory.mktemp("whole")
     run_script(projects["seed"], *ARGS, "--out-dir", out / "one", check=True)
-    run_script(projects["ddp"], *ARGS, "--batch-size", 50, "--out-dir", out / "ddp", check=True)
+    whole = launch(projects["ddp"], [*ARGS, "--batch-size", 25, "--out-dir", out / "ddp"])
+    _, stderr = end(whole)
+    assert whole.returncode == 0, stderr[-3000:]
     return {"one": out / "one", "ddp": out / "ddp"}
 
 
@@ -63,7 +78,7 @@ def test_a_signal_saves_and_stops_and_resume_auto_continues(tmp_path, projects, 
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == code, stderr
-    assert f"{signal.Signals(signum).name}: stopping after this epoch" in stderr and "Traceback" not in stderr
+    assert f"{signal.Signals(signum).name}: stopping after this step" in stderr and "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].split()[-1] == "--resume", "the resume command drops auto"
     assert "auto" not in stderr.strip().splitlines()[-1].split()
     ok(run_script(projects["seed"], *command))
@@ -91,6 +106,81 @@ def test_resume_auto_never_starts_over_a_run_whose_last_pt_is_damaged(tmp_path, 
         run_main(module, ["--epochs", 3, "--out-dir", out, "--resume", "auto"])
     assert exit_info.value.code == 1 and "last.pt.prev (epoch 2) over it" in capsys.readouterr().err
     assert checkpoint(out / "last.pt.prev")["epoch"] == 2, "kept"
+
+
+# -----------------------------------------------------------------------------
+# a stop within an epoch
+
+
+def stop_at_step(module, monkeypatch, step):
+    """A signal during the run's optimizer step `step` (counted from its start): the script finishes the step,
+    saves the run there and exits with 130. show_losses runs once per optimizer step, just before pause()."""
+    show_losses, steps = module.show_losses, []
+
+    def show_then_stop(*args, **kwargs):
+        show_losses(*args, **kwargs)
+        steps.append(step)
+        if len(steps) == step:
+            module.STOP.update(signal=signal.SIGINT, at=time.monotonic())
+
+    monkeypatch.setattr(module, "show_losses", show_then_stop)
+
+
+CASES = {
+    # task, tricks, options, the steps to stop at: one mid-epoch in epoch 1, an epoch's last step, one in a later epoch
+    # a classifier without a seed: its loader shuffles with torch's generator, which the save must hold too (32 steps)
+    "classify": ("classify", {}, ["--epochs", 3], (2, 32, 40)),
+    "classify-six": ("classify", SIX, ["--epochs", 3, "--seed", 5, "--patience", 100], (2, 8, 13)),  # 8 steps
+    "gan": ("gan", {"gp": True, "seed": True, "accumulate": True, "clip": True, "amp": True},
+            ["--epochs", 3, "--steps-per-epoch", 6, "--n-critic", 2, "--accumulate-steps", 2], (2, 6, 13)),
+    "lm": ("lm", {"seed": True, "accumulate": True, "clip": True, "ema": True},
+           [*TINY_LM, "--epochs", 3, "--steps-per-epoch", 6, "--accumulate-steps", 2], (2, 6, 13)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "step"), [(case, step) for case, (*_, steps) in CASES.items() for step in steps])
+def test_a_stop_mid_epoch_saves_that_step_and_resumes_bit_identical(
+    tmp_path, rendered, monkeypatch, capsys, case, step
+):
+    """Stopped after an optimizer step of the run (mid-epoch, or an epoch's last), then resumed: the rows and
+    the weights of the uninterrupted run, bit for bit."""
+    task, tricks, args, _ = CASES[case]
+    module = rendered(task, **tricks)
+    torch.manual_seed(0)
+    whole = run_main(module, [*args, "--out-dir", tmp_path / "whole"])
+    torch.manual_seed(0)
+    with monkeypatch.context() as patch:
+        stop_at_step(module, patch, step)
+        with pytest.raises(SystemExit) as exit_info:
+            run_main(module, [*args, "--out-dir", tmp_path / "cut"])
+    assert exit_info.value.code == 130
+    saved = checkpoint(tmp_path / "cut" / "last.pt")
+    assert f"holds {module.run_progress(saved['epoch'], saved['position']['done'] if saved['position'] else 0)}" in (
+        capsys.readouterr().err
+    )
+    rows = metrics(tmp_path / "cut") if (tmp_path / "cut" / "metrics.csv").exists() else []
+    assert len(rows) == saved["epoch"], "rows of whole epochs only"
+    resumed = run_main(module, [*args, "--out-dir", tmp_path / "cut", "--resume"])
+    assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
+    for a, b in zip(
+        whole if isinstance(whole, tuple) else [whole], resumed if isinstance(resumed, tuple) else [resumed]
+    ):
+        assert same_tensors(a.state_dict(), b.state_dict())
+
+
+def test_save_every_steps_saves_mid_epoch_and_a_kill_resumes_from_there(tmp_path, projects, uninterrupted):
+    """kill -9 (no chance to save) mid-run: --save-every-steps 3 left a save at most 3 steps back, which
+    resumes to the uninterrupted run; the option may change on resume, since it changes nothing computed."""
+    out = tmp_path / "run"
+    process = start(projects["seed"], *ARGS, "--out-dir", out, "--save-every-steps", 3)
+    wait_for_rows(out, 2, process)
+    time.sleep(0.03)
+    process.kill()
+    process.communicate()
+    saved = checkpoint(out / "last.pt")
+    ok(run_script(projects["seed"], *ARGS, "--out-dir", out, "--resume", "--save-every-steps", 5))
+    same_run(out, uninterrupted["one"])
+    assert saved["epoch"] >= 2
 
 
 # -----------------------------------------------------------------------------
@@ -142,9 +232,10 @@ def end(process: subprocess.Popen, timeout=180) -> tuple[str, str]:
 def test_under_torchrun_a_signal_to_one_rank_or_to_all_stops_every_rank_at_one_epoch(
     tmp_path, projects, uninterrupted, target
 ):
-    """2 processes x 25 against the uninterrupted 1 x 50. Signalled alone, rank 1 stops every rank at the
-    same epoch (they agree on it); the whole group gets it twice (from the signal and from torchrun passing it
-    on), which counts once. Either way the same command resumes to the uninterrupted run's weights."""
+    """2 processes x 25, against the same run uninterrupted. Signalled alone, rank 1 stops every rank at the
+    same step (they agree on it); the whole group gets it twice (from the signal and from torchrun passing it
+    on), which counts once. Either way the same command resumes to the uninterrupted run's weights, bit for
+    bit, and each epoch's row once."""
     out = tmp_path / "run"
     command = [*ARGS, "--batch-size", 25, "--out-dir", out, "--resume", "auto"]
     process = launch(projects["ddp"], command)
@@ -156,14 +247,13 @@ def test_under_torchrun_a_signal_to_one_rank_or_to_all_stops_every_rank_at_one_e
     _, stderr = end(process)
     saved = checkpoint(out / "last.pt")["epoch"]
     assert saved == len(metrics(out)) < 40, stderr[-2000:]
-    assert f"holds epoch {saved}. Resume with:" in stderr and 'train.py", line' not in stderr, "no traceback of ours"
+    last = checkpoint(out / "last.pt")
+    where = load(projects["ddp"] / "train.py").run_progress(saved, last["position"]["done"] if last["position"] else 0)
+    assert f"holds {where}. Resume with:" in stderr and 'train.py", line' not in stderr, "no traceback of ours"
     finished = launch(projects["ddp"], command)
     _, stderr = end(finished)
     assert finished.returncode == 0, stderr[-3000:]
-    rows, reference = metrics(out), metrics(uninterrupted["ddp"])
-    assert [row["epoch"] for row in rows] == [row["epoch"] for row in reference], "each epoch once"
-    whole, resumed = checkpoint(uninterrupted["ddp"] / "last.pt"), checkpoint(out / "last.pt")
-    assert max_difference(whole["model"], resumed["model"]) < 1e-5
+    same_run(out, uninterrupted["ddp"])
 
 
 def test_two_nodes_on_one_machine_equal_one_process_with_twice_the_batch(tmp_path, projects):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from tests.helpers import checkpoint, max_difference, metrics, run_main, same_tensors, stop_after
+from tests.helpers import checkpoint, max_difference, metrics, no_pause, run_main, same_tensors, stop_after
 
 
 def snapshot(module) -> dict:
@@ -60,7 +60,9 @@ def test_a_float16_step_the_scaler_skips_does_not_move_the_average(rendered, rec
     ema = AveragedModel(model)
     autocast = torch.autocast("cpu", dtype=torch.float16)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)  # overflows float16 for the first steps
-    result = module.train_one_epoch(model, train_loader, optimizer, scheduler, autocast, scaler, ema, args)
+    result = module.train_one_epoch(
+        model, train_loader, optimizer, scheduler, autocast, scaler, ema, args, no_pause, None
+    )
     assert 0 < result["skipped_steps"] < len(train_loader)
     assert len(recorded_updates) == ema.n_averaged.item() == len(train_loader) - result["skipped_steps"]
 

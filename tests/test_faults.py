@@ -225,7 +225,7 @@ def test_ctrl_c_saves_prints_the_resume_command_and_exits_130(tmp_path, projects
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
-    assert "Traceback" not in stderr and "stopping after this epoch" in stderr
+    assert "Traceback" not in stderr and "stopping after this step" in stderr
     saved = checkpoint(out / "last.pt")["epoch"]
     assert saved == len(metrics(out)) < EPOCHS and f"holds epoch {saved}" in stderr
     command = stderr.strip().splitlines()[-1].split()
@@ -599,14 +599,14 @@ def test_sigterm_saves_prints_the_resume_command_and_exits_143(tmp_path, project
     process.terminate()
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
-    assert "Traceback" not in stderr and "SIGTERM: stopping after this epoch" in stderr
+    assert "Traceback" not in stderr and "SIGTERM: stopping after this step" in stderr
     command = shlex.split(stderr.strip().splitlines()[-1])
     assert command[:2] == ["python", "train.py"] and command[-1] == "--resume"
     assert run_script(projects["classify"], *command[2:]).returncode == 0
     assert metrics(out) == metrics(uninterrupted)
 
 
-def test_ctrl_c_while_the_lr_plot_is_drawn_stops_after_the_first_epoch(tmp_path, modules, monkeypatch, capsys):
+def test_ctrl_c_while_the_lr_plot_is_drawn_stops_after_the_first_step(tmp_path, modules, monkeypatch, capsys):
     module, out = modules["classify"], tmp_path / "run"
     plot = module.plot_lr_schedule
 
@@ -617,8 +617,10 @@ def test_ctrl_c_while_the_lr_plot_is_drawn_stops_after_the_first_epoch(tmp_path,
     monkeypatch.setattr(module, "plot_lr_schedule", ctrl_c_while_drawing)
     with pytest.raises(SystemExit) as exit_info:
         run_main(module, ["--epochs", 5, "--out-dir", out])
-    assert exit_info.value.code == 130 and checkpoint(out / "last.pt")["epoch"] == 1
-    assert "Traceback" not in capsys.readouterr().err
+    saved = checkpoint(out / "last.pt")
+    assert exit_info.value.code == 130 and saved["epoch"] == 0 and saved["position"]["done"] == 4, "4 micro-batches"
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "holds 4 batches of epoch 1. Resume with:" in err
 
 
 def test_ctrl_c_twice_at_start_up_exits_130_without_a_traceback(tmp_path, modules, monkeypatch, capsys):
@@ -631,7 +633,7 @@ def test_ctrl_c_twice_at_start_up_exits_130_without_a_traceback(tmp_path, module
     with pytest.raises(SystemExit) as exit_info:
         run_main(module, ["--epochs", 5, "--out-dir", tmp_path / "run"])
     assert exit_info.value.code == 130
-    assert one_line(capsys.readouterr().err) == "stopped before an epoch ended: nothing new was saved"
+    assert one_line(capsys.readouterr().err) == "stopped before the first step ended: nothing new was saved"
 
 
 @pytest.mark.slow  # a training script in a process of its own

@@ -37,8 +37,8 @@ RUN_FILES = ("metrics.csv", "last.pt", "last.pt.prev", "best.pt", "run.json")  #
 SCRIPT = {"task": "classify", "tricks": ["ema"]}
 # every trick this script was made with: run.json names them, and `tricks plot` labels the run's curves with them
 TRICKS = ["ema"]
-SAFE_TO_CHANGE = ("device", "num_workers", "threads", "out_dir", "resume", "overwrite")
-STOP = {}  # once a signal (Ctrl-C, SIGTERM, SIGUSR1) asks the run to stop after this epoch: which, and when
+SAFE_TO_CHANGE = ("device", "num_workers", "threads", "out_dir", "resume", "overwrite", "save_every_steps")
+STOP = {}  # once a signal (Ctrl-C, SIGTERM, SIGUSR1) asks the run to stop after this step: which, and when
 WRITER = ThreadPoolExecutor(max_workers=1)  # writes the run's files while training goes on
 WRITES = []  # (epoch, file, future) of the writes handed to WRITER and not yet waited for
 LOCKS = []  # the open lock file of the run folder this process trains in
@@ -85,6 +85,11 @@ def parse_args(argv=None):
     )
     parser.add_argument("--threads", type=number(int, 1), help="CPU threads for PyTorch (default: PyTorch's choice)")
     parser.add_argument("--out-dir", help="the run's folder (default: a new runs/NNN)")
+    parser.add_argument(
+        "--save-every-steps",
+        type=number(int, 1),
+        help="also save last.pt every N optimizer steps (default: at epoch ends only)",
+    )
     again = parser.add_mutually_exclusive_group()
     again.add_argument(
         "--resume",
@@ -238,25 +243,50 @@ def update_ema(ema, model, decay):
     ema.update_parameters(model)
 
 
-def train_one_epoch(model, train_loader, optimizer, scheduler, ema, args):
-    """One pass over the training set; returns the epoch's training metrics."""
+def new_tally():
+    """What an epoch adds up, batch by batch: each batch's mean loss, as a tensor (no sync with the device in the
+    loop), and its size. last.pt keeps it when the run is saved mid-epoch."""
+    return {
+        "losses": [],
+        "sizes": [],
+    }
+
+
+def epoch_batches(train_loader, position):
+    """The epoch's tally and its numbered batches, from where the epoch stands: its start, or for a run saved
+    mid-epoch (position), the batch after the last one trained on, in the order the epoch began with."""
+    if position is None:
+        return new_tally(), enumerate(train_loader, 1)
+    now = rng_state(train_loader)
+    set_rng_state(position["epoch_rng"], train_loader)  # the states that drew the epoch's order
+    batches = enumerate(train_loader, 1)
+    for _ in range(position["done"]):  # the batches trained on before the save
+        next(batches)
+    set_rng_state(now, train_loader)
+    return position["tally"], batches
+
+
+def train_one_epoch(model, train_loader, optimizer, scheduler, ema, args, pause, position):
+    """One pass over the training set; returns the epoch's training metrics. After each optimizer step,
+    pause() may save the run there or stop it; position: where a run saved mid-epoch resumes this epoch."""
     model.train()
     device = next(model.parameters()).device
-    batch_losses, batch_sizes = [], []  # each batch's mean loss as a tensor: no sync with the device in the loop
+    tally, batches = epoch_batches(train_loader, position)
     with progress_bar(len(train_loader)) as progress:
-        for x, y in train_loader:
+        for i, (x, y) in batches:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = F.cross_entropy(model(x), y)
             loss.backward()
-            batch_losses.append(loss.detach())
-            batch_sizes.append(len(y))
+            tally["losses"].append(loss.detach())
+            tally["sizes"].append(len(y))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             update_ema(ema, model, args.ema_decay)
             progress.update()
-            show_losses(progress, loss=batch_losses)
-    losses = torch.stack(batch_losses) * torch.tensor(batch_sizes, device=device)  # each batch's summed loss
+            show_losses(progress, loss=tally["losses"])
+            pause(i, tally)
+    losses = torch.stack(tally["losses"]) * torch.tensor(tally["sizes"], device=device)  # each batch's summed loss
     if not torch.isfinite(losses).all():
         step = int(torch.nonzero(~torch.isfinite(losses))[0]) + 1
         raise FloatingPointError(f"the loss is {losses[step - 1].item()} at step {step}")
@@ -311,23 +341,57 @@ def train(args, argv):
         "ema": ema,
     }
     start_epoch, saved_epoch, history = 1, 0, []  # history: metrics.csv's rows, kept in last.pt too
+    position, saved_done = None, 0  # a save between epoch ends: how far into the next epoch it is
     if args.resume:
         checkpoint = load_resumable(out_dir, args)
         for name, obj in stateful.items():
             obj.load_state_dict(checkpoint[name])
         set_rng_state(checkpoint["rng"], train_loader)
         saved_epoch, history = checkpoint["epoch"], checkpoint["metrics"]
-        start_epoch = saved_epoch + 1
+        start_epoch, position = saved_epoch + 1, checkpoint["position"]  # position: it continues that epoch there
         write_metrics(out_dir / "metrics.csv", history)
-        print(f"resuming {out_dir} after epoch {saved_epoch}")
+        print(f"resuming {out_dir} after {run_progress(saved_epoch, position['done'] if position else 0)}")
     info = {"task": SCRIPT["task"], "tricks": TRICKS, "args": vars(args)}  # what the run is, beside its metrics
     write_atomic(out_dir / "run.json", json.dumps(info, indent=1).encode())
+
+    def checkpoint_at(epoch, position=None):
+        """What last.pt holds: every stateful object's state, the rows, the random states, the options; with a
+        position, how far the run is into epoch + 1."""
+        return {
+            **{name: obj.state_dict() for name, obj in stateful.items()},
+            "epoch": epoch,
+            "script": SCRIPT,
+            "args": vars(args),
+            "metrics": history,
+            "position": position,
+            "rng": rng_state(train_loader),
+        }
+
+    def pause(done, tally):
+        """Called by train_one_epoch after each optimizer step, `done` batches into the epoch, with its
+        tally so far: every --save-every-steps steps it saves the run there; once a signal has asked, it saves
+        the run there and stops it (every rank at the same step). An epoch's last step is left to its end."""
+        nonlocal saved_done
+        if done == len(train_loader):
+            return
+        stop = bool(STOP)
+        if stop or (args.save_every_steps and scheduler.last_epoch % args.save_every_steps == 0):
+            position = {"done": done, "tally": tally, "epoch_rng": epoch_rng}
+            checkpoint = checkpoint_at(saved_epoch, position)
+            save_later(epoch, checkpoint, out_dir / "last.pt", keep_previous=True)
+            saved_done = done
+        if stop:
+            exit_stopped(argv, out_dir, saved_epoch, saved_done)
+
     print(f"training on {device}, writing to {out_dir}")
     try:
         for epoch in range(start_epoch, args.epochs + 1):
             started = time.time()
-            train_metrics = train_one_epoch(model, train_loader, optimizer, scheduler, ema, args)
+            # the random streams the epoch starts from, which draw its order of batches: a save mid-epoch keeps them
+            epoch_rng = position["epoch_rng"] if position else rng_state(train_loader)
+            train_metrics = train_one_epoch(model, train_loader, optimizer, scheduler, ema, args, pause, position)
             val_metrics = evaluate(ema.module, val_loader)
+            position = None
             wait_for_writes()  # the last epoch's files: a write that failed stops the run here
             row = {
                 "epoch": epoch,
@@ -341,23 +405,16 @@ def train(args, argv):
             summary = f"{losses}, val_acc = {row['val_acc']:.5f}"
             timing = f"lr = {row['lr']:.2e}, {row['epoch_time_s']:.2f} s"
             print(f"[ Valid | {epoch:03d}/{args.epochs:03d} ] {summary}, {timing}")
-            checkpoint = {
-                **{name: obj.state_dict() for name, obj in stateful.items()},
-                "epoch": epoch,
-                "script": SCRIPT,
-                "args": vars(args),
-                "metrics": history,
-                "rng": rng_state(train_loader),
-            }
+            checkpoint = checkpoint_at(epoch)
             write_later(epoch, append_metrics, out_dir / "metrics.csv", row)
             save_later(epoch, checkpoint, out_dir / "last.pt", keep_previous=True)
-            saved_epoch = epoch
+            saved_epoch, saved_done = epoch, 0
             if STOP:
                 exit_stopped(argv, out_dir, saved_epoch)
     except KeyboardInterrupt:
-        exit_stopped(argv, out_dir, saved_epoch)
+        exit_stopped(argv, out_dir, saved_epoch, saved_done)
     except FloatingPointError as err:
-        fail(f"epoch {epoch}: {err}; stopped, {saved(out_dir, saved_epoch)}")
+        fail(f"epoch {epoch}: {err}; stopped, {saved(out_dir, saved_epoch, saved_done)}")
     finally:
         wait_for_writes()  # every file is on disk before the run ends
     model.load_state_dict(ema.module.state_dict())  # the run ends with the averaged weights
@@ -461,9 +518,15 @@ def remove_if_unused(out_dir):
         shutil.rmtree(out_dir)
 
 
-def saved(out_dir, epoch):
+def saved(out_dir, epoch, done=0):
     """What the run folder keeps, said in a message."""
-    return f"{out_dir / 'last.pt'} keeps epoch {epoch}" if epoch else "nothing was saved"
+    return f"{out_dir / 'last.pt'} keeps {run_progress(epoch, done)}" if epoch or done else "nothing was saved"
+
+
+def run_progress(epoch, done):
+    """How far a run got, in words: its complete epochs, and how far into the next one a save between them was."""
+    into = f"{done} batches of epoch {epoch + 1}"
+    return f"epoch {epoch} and {into}" if epoch and done else into if done else f"epoch {epoch}"
 
 
 def write_later(epoch, function, path, *args):
@@ -532,6 +595,9 @@ def append_metrics(path, row):
 def write_metrics(path, rows):
     """metrics.csv afresh from the rows last.pt keeps: on resume, this drops the rows of epochs after it,
     repairs a row cut short by a kill, and recreates a deleted file."""
+    if not rows:  # saved within the first epoch
+        path.unlink(missing_ok=True)
+        return
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -596,31 +662,32 @@ def resume_word(argv, i):
 
 
 def request_stop(signum, frame):
-    """Ctrl-C, SIGTERM (kill, a scheduler's warning) or SIGUSR1 once: finish this epoch, save it, stop. Twice:
-    stop now; last.pt keeps the last epoch. A second signal within a second is the first one delivered again
-    (sent to the whole process group, and passed on by torchrun or srun too), not a second request."""
+    """Ctrl-C, SIGTERM (kill, a scheduler's warning) or SIGUSR1 once: finish this optimizer step, save the run
+    there, stop. Twice: stop now; last.pt keeps the last save. A second signal within a second is the first one
+    delivered again (sent to the whole process group, and passed on by torchrun or srun too), not a second request."""
     if STOP and time.monotonic() - STOP["at"] >= 1:
         raise KeyboardInterrupt
     if STOP:
         return
     STOP.update(signal=signum, at=time.monotonic())
     name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-    print(f"\n{name}: stopping after this epoch (again to stop now)", file=sys.stderr, flush=True)
+    print(f"\n{name}: stopping after this step (again to stop now)", file=sys.stderr, flush=True)
 
 
-def exit_stopped(argv, out_dir, saved_epoch):
+def exit_stopped(argv, out_dir, saved_epoch, saved_done=0):
     """Say where a stopped run stands and how to continue it; exit as the signal asks: 130 for Ctrl-C,
     143 for SIGTERM, 138 for SIGUSR1."""
     wait_for_writes()
     code = 128 + STOP.get("signal", signal.SIGINT)
-    if not saved_epoch:
-        print("stopped before an epoch ended: nothing new was saved", file=sys.stderr)
+    if not (saved_epoch or saved_done):
+        print("stopped before the first step ended: nothing new was saved", file=sys.stderr)
         raise SystemExit(code)
     argv = [arg for i, arg in enumerate(argv) if not resume_word(argv, i)]
     if not any(arg == "--out-dir" or arg.startswith("--out-dir=") for arg in argv):
         argv += ["--out-dir", str(out_dir)]
     command = shlex.join(["python", Path(__file__).name] + argv + ["--resume"])
-    print(f"stopped: {out_dir / 'last.pt'} holds epoch {saved_epoch}. Resume with:", file=sys.stderr)
+    where = run_progress(saved_epoch, saved_done)
+    print(f"stopped: {out_dir / 'last.pt'} holds {where}. Resume with:", file=sys.stderr)
     print(f"    {command}", file=sys.stderr)
     raise SystemExit(code)
 

@@ -49,8 +49,8 @@ RUN_FILES = ("metrics.csv", "last.pt", "last.pt.prev", "best.pt", "run.json")  #
 SCRIPT = {"task": "gan", "tricks": ["gp", "ddp"]}
 # every trick this script was made with: run.json names them, and `tricks plot` labels the run's curves with them
 TRICKS = ["gp", "ddp"]
-SAFE_TO_CHANGE = ("device", "num_workers", "threads", "out_dir", "resume", "overwrite")
-STOP = {}  # once a signal (Ctrl-C, SIGTERM, SIGUSR1) asks the run to stop after this epoch: which, and when
+SAFE_TO_CHANGE = ("device", "num_workers", "threads", "out_dir", "resume", "overwrite", "save_every_steps")
+STOP = {}  # once a signal (Ctrl-C, SIGTERM, SIGUSR1) asks the run to stop after this step: which, and when
 WRITER = ThreadPoolExecutor(max_workers=1)  # writes the run's files while training goes on
 WRITES = []  # (epoch, file, future) of the writes handed to WRITER and not yet waited for
 LOCKS = []  # the open lock file of the run folder this process trains in
@@ -100,6 +100,11 @@ def parse_args(argv=None):
     )
     parser.add_argument("--threads", type=number(int, 1), help="CPU threads for PyTorch (default: PyTorch's choice)")
     parser.add_argument("--out-dir", help="the run's folder (default: a new runs/NNN)")
+    parser.add_argument(
+        "--save-every-steps",
+        type=number(int, 1),
+        help="also save last.pt every N optimizer steps (default: at epoch ends only)",
+    )
     again = parser.add_mutually_exclusive_group()
     again.add_argument(
         "--resume",
@@ -278,6 +283,9 @@ def gradient_penalty(critic, real, fake, lambda_gp):
     return lambda_gp * ((norms - 1) ** 2).mean()
 
 
+CPU_GROUP = []  # a gloo process group on the CPU, made by init_distributed
+
+
 def init_distributed(args):
     """Join torchrun's process group (it sets RANK, WORLD_SIZE, MASTER_ADDR...): nccl between GPUs,
     gloo between CPU processes. A plain `python train.py` joins a group of one, so the script
@@ -288,6 +296,7 @@ def init_distributed(args):
         dist.init_process_group(backend, device_id=device_id)
     else:
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, device_id=device_id)
+    CPU_GROUP.append(dist.new_group(backend="gloo"))  # for agree()
     if dist.get_rank() != 0:
         builtins.print = lambda *args, **kwargs: None  # rank 0 alone prints
     # DDP wrappers sit in reference cycles, which Python may free only as it shuts down, and freeing their
@@ -328,11 +337,20 @@ def gather(obj):
     return objects
 
 
-def agree(flag, device):
-    """True on every rank when it is true on any: all ranks stop in the same epoch."""
-    flag = torch.tensor(float(bool(flag)), device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+def agree(flag):
+    """True on every rank when it is true on any: all ranks stop at the same step. On the CPU, in a gloo group of
+    its own: it runs after every optimizer step, and must not wait for the GPUs."""
+    flag = torch.tensor(float(bool(flag)))
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=CPU_GROUP[0])
     return bool(flag)
+
+
+def new_tally():
+    """What an epoch adds up, step by step: history's per-step values, as tensors so that the loop never waits
+    for the device (these columns first). last.pt keeps it when the run is saved mid-epoch."""
+    return {
+        "history": defaultdict(list, {"critic_loss": [], "generator_loss": []}),
+    }
 
 
 def train_one_epoch(
@@ -343,15 +361,19 @@ def train_one_epoch(
     critic_scheduler,
     generator_scheduler,
     args,
+    pause,
+    position,
 ):
-    """--steps-per-epoch generator steps, each after --n-critic critic steps; returns the epoch's mean losses."""
+    """--steps-per-epoch generator steps, each after --n-critic critic steps; returns the epoch's mean losses.
+    After each generator step, pause() may save the run there or stop it; position: where a run saved
+    mid-epoch resumes this epoch."""
     generator.train()
     critic.train()
     device = next(critic.parameters()).device
-    # per step, as tensors so that the loop never waits for the device; these columns first
-    history = defaultdict(list, {"critic_loss": [], "generator_loss": []})
+    tally = position["tally"][dist.get_rank()] if position else new_tally()
+    history = tally["history"]
     progress = progress_bar(args.steps_per_epoch)
-    for _ in range(args.steps_per_epoch):
+    for step in range(position["done"] if position else 0, args.steps_per_epoch):
         for _ in range(args.n_critic):
             real = sample_real(args.batch_size, device)
             with torch.no_grad():  # the critic's step does not train the generator
@@ -378,6 +400,7 @@ def train_one_epoch(
         generator_scheduler.step()
         progress.update()
         show_losses(progress, critic=history["critic_loss"], generator=history["generator_loss"])
+        pause(step + 1, tally)
     progress.close()
     # a row per generator step
     steps_ok = torch.stack(history["generator_loss"]).view(args.steps_per_epoch, -1).isfinite().all(dim=1)
@@ -425,19 +448,51 @@ def train(args, argv):
     # the same noise scores every epoch, so that the quality metrics compare across epochs
     eval_noise = torch.randn(2500, args.latent_dim, generator=torch.Generator().manual_seed(0)).to(device)
     start_epoch, saved_epoch, history = 1, 0, []  # history: metrics.csv's rows, kept in last.pt too
+    position, saved_done = None, 0  # a save between epoch ends: how far into the next epoch it is
     if args.resume:
         checkpoint = load_resumable(out_dir, args)
         for name, obj in stateful.items():
             obj.load_state_dict(checkpoint[name])
         set_rng_state(checkpoint["rng"][dist.get_rank()])
         saved_epoch, history = checkpoint["epoch"], checkpoint["metrics"]
-        start_epoch = saved_epoch + 1
+        start_epoch, position = saved_epoch + 1, checkpoint["position"]  # position: it continues that epoch there
         if dist.get_rank() == 0:  # rank 0 alone writes files
             write_metrics(out_dir / "metrics.csv", history)
-        print(f"resuming {out_dir} after epoch {saved_epoch}")
+        print(f"resuming {out_dir} after {run_progress(saved_epoch, position['done'] if position else 0)}")
     if dist.get_rank() == 0:  # rank 0 alone writes files
         info = {"task": SCRIPT["task"], "tricks": TRICKS, "args": vars(args)}  # what the run is, beside its metrics
         write_atomic(out_dir / "run.json", json.dumps(info, indent=1).encode())
+
+    def checkpoint_at(epoch, position=None):
+        """What last.pt holds: every stateful object's state, the rows, the random states, the options; with a
+        position, how far the run is into epoch + 1."""
+        return {
+            **{name: obj.state_dict() for name, obj in stateful.items()},
+            "epoch": epoch,
+            "script": SCRIPT,
+            "args": vars(args),
+            "metrics": history,
+            "position": position,
+            "rng": gather(rng_state()),
+        }
+
+    def pause(done, tally):
+        """Called by train_one_epoch after each optimizer step, `done` generator steps into the epoch, with its
+        tally so far: every --save-every-steps steps it saves the run there; once a signal has asked, it saves
+        the run there and stops it (every rank at the same step). An epoch's last step is left to its end."""
+        nonlocal saved_done
+        if done == args.steps_per_epoch:
+            return
+        stop = agree(bool(STOP))
+        if stop or (args.save_every_steps and generator_scheduler.last_epoch % args.save_every_steps == 0):
+            position = {"done": done, "tally": gather(tally)}
+            checkpoint = checkpoint_at(saved_epoch, position)
+            if dist.get_rank() == 0:  # rank 0 alone writes files
+                save_later(epoch, checkpoint, out_dir / "last.pt", keep_previous=True)
+            saved_done = done
+        if stop:
+            exit_stopped(argv, out_dir, saved_epoch, saved_done)
+
     print(f"training on {device}, writing to {out_dir}")
     try:
         for epoch in range(start_epoch, args.epochs + 1):
@@ -450,7 +505,10 @@ def train(args, argv):
                 critic_scheduler,
                 generator_scheduler,
                 args,
+                pause,
+                position,
             )
+            position = None
             wait_for_writes()  # the last epoch's files: a write that failed stops the run here
             row = {
                 "epoch": epoch,
@@ -464,24 +522,17 @@ def train(args, argv):
             summary = f"{losses}, modes = {row['modes_covered']}/{len(CENTRES)}, hq = {row['hq_fraction']:.3f}"
             timing = f"lr = {row['lr']:.2e}, {row['epoch_time_s']:.2f} s"
             print(f"[ Valid | {epoch:03d}/{args.epochs:03d} ] {summary}, {timing}")
-            checkpoint = {
-                **{name: obj.state_dict() for name, obj in stateful.items()},
-                "epoch": epoch,
-                "script": SCRIPT,
-                "args": vars(args),
-                "metrics": history,
-                "rng": gather(rng_state()),
-            }
+            checkpoint = checkpoint_at(epoch)
             if dist.get_rank() == 0:  # rank 0 alone writes files
                 write_later(epoch, append_metrics, out_dir / "metrics.csv", row)
                 save_later(epoch, checkpoint, out_dir / "last.pt", keep_previous=True)
-            saved_epoch = epoch
-            if agree(STOP, device):
+            saved_epoch, saved_done = epoch, 0
+            if agree(STOP):
                 exit_stopped(argv, out_dir, saved_epoch)
     except KeyboardInterrupt:
-        exit_stopped(argv, out_dir, saved_epoch)
+        exit_stopped(argv, out_dir, saved_epoch, saved_done)
     except FloatingPointError as err:
-        fail(f"epoch {epoch}: {err}; stopped, {saved(out_dir, saved_epoch)}")
+        fail(f"epoch {epoch}: {err}; stopped, {saved(out_dir, saved_epoch, saved_done)}")
     finally:
         wait_for_writes()  # every file is on disk before the run ends
     if dist.get_rank() == 0:  # rank 0 alone writes files
@@ -590,9 +641,15 @@ def remove_if_unused(out_dir):
         shutil.rmtree(out_dir)
 
 
-def saved(out_dir, epoch):
+def saved(out_dir, epoch, done=0):
     """What the run folder keeps, said in a message."""
-    return f"{out_dir / 'last.pt'} keeps epoch {epoch}" if epoch else "nothing was saved"
+    return f"{out_dir / 'last.pt'} keeps {run_progress(epoch, done)}" if epoch or done else "nothing was saved"
+
+
+def run_progress(epoch, done):
+    """How far a run got, in words: its complete epochs, and how far into the next one a save between them was."""
+    into = f"{done} generator steps of epoch {epoch + 1}"
+    return f"epoch {epoch} and {into}" if epoch and done else into if done else f"epoch {epoch}"
 
 
 def write_later(epoch, function, path, *args):
@@ -661,6 +718,9 @@ def append_metrics(path, row):
 def write_metrics(path, rows):
     """metrics.csv afresh from the rows last.pt keeps: on resume, this drops the rows of epochs after it,
     repairs a row cut short by a kill, and recreates a deleted file."""
+    if not rows:  # saved within the first epoch
+        path.unlink(missing_ok=True)
+        return
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -727,31 +787,32 @@ def resume_word(argv, i):
 
 
 def request_stop(signum, frame):
-    """Ctrl-C, SIGTERM (kill, a scheduler's warning) or SIGUSR1 once: finish this epoch, save it, stop. Twice:
-    stop now; last.pt keeps the last epoch. A second signal within a second is the first one delivered again
-    (sent to the whole process group, and passed on by torchrun or srun too), not a second request."""
+    """Ctrl-C, SIGTERM (kill, a scheduler's warning) or SIGUSR1 once: finish this optimizer step, save the run
+    there, stop. Twice: stop now; last.pt keeps the last save. A second signal within a second is the first one
+    delivered again (sent to the whole process group, and passed on by torchrun or srun too), not a second request."""
     if STOP and time.monotonic() - STOP["at"] >= 1:
         raise KeyboardInterrupt
     if STOP:
         return
     STOP.update(signal=signum, at=time.monotonic())
     name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-    print(f"\n{name}: stopping after this epoch (again to stop now)", file=sys.stderr, flush=True)
+    print(f"\n{name}: stopping after this step (again to stop now)", file=sys.stderr, flush=True)
 
 
-def exit_stopped(argv, out_dir, saved_epoch):
+def exit_stopped(argv, out_dir, saved_epoch, saved_done=0):
     """Say where a stopped run stands and how to continue it; exit as the signal asks: 130 for Ctrl-C,
     143 for SIGTERM, 138 for SIGUSR1."""
     wait_for_writes()
     code = 128 + STOP.get("signal", signal.SIGINT)
-    if not saved_epoch:
-        print("stopped before an epoch ended: nothing new was saved", file=sys.stderr)
+    if not (saved_epoch or saved_done):
+        print("stopped before the first step ended: nothing new was saved", file=sys.stderr)
         raise SystemExit(code)
     argv = [arg for i, arg in enumerate(argv) if not resume_word(argv, i)]
     if not any(arg == "--out-dir" or arg.startswith("--out-dir=") for arg in argv):
         argv += ["--out-dir", str(out_dir)]
     command = shlex.join(launcher() + argv + ["--resume"])
-    print(f"stopped: {out_dir / 'last.pt'} holds epoch {saved_epoch}. Resume with:", file=sys.stderr)
+    where = run_progress(saved_epoch, saved_done)
+    print(f"stopped: {out_dir / 'last.pt'} holds {where}. Resume with:", file=sys.stderr)
     print(f"    {command}", file=sys.stderr)
     raise SystemExit(code)
 

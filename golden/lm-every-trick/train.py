@@ -53,8 +53,17 @@ RUN_FILES = ("metrics.csv", "last.pt", "last.pt.prev", "best.pt", "run.json")  #
 SCRIPT = {"task": "lm", "tricks": ["seed", "accumulate", "amp", "clip", "ema", "early-stop", "ddp"]}
 # every trick this script was made with: run.json names them, and `tricks plot` labels the run's curves with them
 TRICKS = ["seed", "accumulate", "amp", "clip", "ema", "compile", "lr-plot", "early-stop", "tensorboard", "ddp"]
-SAFE_TO_CHANGE = ("device", "num_workers", "threads", "out_dir", "resume", "overwrite", "compile_mode")
-STOP = {}  # once a signal (Ctrl-C, SIGTERM, SIGUSR1) asks the run to stop after this epoch: which, and when
+SAFE_TO_CHANGE = (
+    "device",
+    "num_workers",
+    "threads",
+    "out_dir",
+    "resume",
+    "overwrite",
+    "save_every_steps",
+    "compile_mode",
+)
+STOP = {}  # once a signal (Ctrl-C, SIGTERM, SIGUSR1) asks the run to stop after this step: which, and when
 WRITER = ThreadPoolExecutor(max_workers=1)  # writes the run's files while training goes on
 WRITES = []  # (epoch, file, future) of the writes handed to WRITER and not yet waited for
 LOCKS = []  # the open lock file of the run folder this process trains in
@@ -128,6 +137,11 @@ def parse_args(argv=None):
     )
     parser.add_argument("--threads", type=number(int, 1), help="CPU threads for PyTorch (default: PyTorch's choice)")
     parser.add_argument("--out-dir", help="the run's folder (default: a new runs/NNN)")
+    parser.add_argument(
+        "--save-every-steps",
+        type=number(int, 1),
+        help="also save last.pt every N optimizer steps (default: at epoch ends only)",
+    )
     again = parser.add_mutually_exclusive_group()
     again.add_argument(
         "--resume",
@@ -541,6 +555,9 @@ class EarlyStopping:
         )
 
 
+CPU_GROUP = []  # a gloo process group on the CPU, made by init_distributed
+
+
 def init_distributed(args):
     """Join torchrun's process group (it sets RANK, WORLD_SIZE, MASTER_ADDR...): nccl between GPUs,
     gloo between CPU processes. A plain `python train.py` joins a group of one, so the script
@@ -551,6 +568,7 @@ def init_distributed(args):
         dist.init_process_group(backend, device_id=device_id)
     else:
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, device_id=device_id)
+    CPU_GROUP.append(dist.new_group(backend="gloo"))  # for agree()
     if dist.get_rank() != 0:
         builtins.print = lambda *args, **kwargs: None  # rank 0 alone prints
     # DDP wrappers sit in reference cycles, which Python may free only as it shuts down, and freeing their
@@ -591,23 +609,33 @@ def gather(obj):
     return objects
 
 
-def agree(flag, device):
-    """True on every rank when it is true on any: all ranks stop in the same epoch."""
-    flag = torch.tensor(float(bool(flag)), device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+def agree(flag):
+    """True on every rank when it is true on any: all ranks stop at the same step. On the CPU, in a gloo group of
+    its own: it runs after every optimizer step, and must not wait for the GPUs."""
+    flag = torch.tensor(float(bool(flag)))
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=CPU_GROUP[0])
     return bool(flag)
 
 
-def train_one_epoch(model, batches, optimizer, scheduler, autocast, scaler, ema, board, args):
-    """--steps-per-epoch optimizer steps; returns the epoch's training metrics."""
+def new_tally():
+    """What an epoch adds up, step by step: each batch's mean loss, as a tensor (no sync with the device in the
+    loop). last.pt keeps it when the run is saved mid-epoch."""
+    return {
+        "losses": [],
+        "skipped_steps": 0,
+        "grad_norms": [],
+    }
+
+
+def train_one_epoch(model, batches, optimizer, scheduler, autocast, scaler, ema, board, args, pause, position):
+    """--steps-per-epoch optimizer steps; returns the epoch's training metrics. After each step, pause() may
+    save the run there or stop it; position: where a run saved mid-epoch resumes this epoch."""
     model.train()
     device = next(model.parameters()).device
-    step_losses, tokens = [], 0  # losses as tensors: no sync with the device in the loop
-    skipped_steps = 0
-    grad_norms = []
-    started = time.time()
+    tally = position["tally"][dist.get_rank()] if position else new_tally()
+    tokens, started = 0, time.time()  # this process's training tokens and time, for tokens_per_s
     with progress_bar(args.steps_per_epoch) as progress:
-        for _ in range(args.steps_per_epoch):
+        for step in range(position["done"] if position else 0, args.steps_per_epoch):
             for i in range(args.accumulate_steps):
                 x, y = batches.next(device)
                 # all-reduce the gradients once per optimizer step, on the window's last micro-batch
@@ -615,17 +643,17 @@ def train_one_epoch(model, batches, optimizer, scheduler, autocast, scaler, ema,
                     with autocast:
                         loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
                     scaler.scale(loss / args.accumulate_steps).backward()
-                step_losses.append(loss.detach())
+                tally["losses"].append(loss.detach())
                 tokens += x.numel()
             scaler.unscale_(optimizer)  # unscaled: what follows reads the true gradients
             # once per step, after the whole window
-            grad_norms.append(clip_gradients(model, args))
+            tally["grad_norms"].append(clip_gradients(model, args))
             scale = scaler.get_scale()
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             if scaler.get_scale() < scale:
-                skipped_steps += 1  # float16 overflow: the scaler skipped the step, so the schedule waits too
+                tally["skipped_steps"] += 1  # float16 overflow: the scaler skipped it, the schedule waits too
             else:
                 scheduler.step()
                 update_ema(ema, model.module, args.ema_decay)
@@ -634,8 +662,9 @@ def train_one_epoch(model, batches, optimizer, scheduler, autocast, scaler, ema,
                     board.add_scalar("step/train_loss", loss.item(), steps)
                     board.add_scalar("step/lr", scheduler.get_last_lr()[0], steps)
             progress.update()
-            show_losses(progress, loss=step_losses)
-    losses = torch.stack(step_losses)  # every batch's mean loss (each micro-batch's)
+            show_losses(progress, loss=tally["losses"])
+            pause(step + 1, tally)
+    losses = torch.stack(tally["losses"])  # every batch's mean loss (each micro-batch's)
     if not torch.isfinite(losses).all():
         batch = int(torch.nonzero(~torch.isfinite(losses))[0]) + 1
         raise FloatingPointError(f"the loss is {losses[batch - 1].item()} at batch {batch} of the epoch")
@@ -644,8 +673,8 @@ def train_one_epoch(model, batches, optimizer, scheduler, autocast, scaler, ema,
     mean /= dist.get_world_size()
     seconds = time.time() - started  # after the losses were read: the device has finished the epoch
     metrics = {"train_loss": mean.item(), "tokens_per_s": round((tokens * dist.get_world_size()) / seconds)}
-    metrics["skipped_steps"] = skipped_steps
-    metrics["grad_norm"] = finite(torch.stack(grad_norms)).mean().item()
+    metrics["skipped_steps"] = tally["skipped_steps"]
+    metrics["grad_norm"] = finite(torch.stack(tally["grad_norms"])).mean().item()
     return metrics
 
 
@@ -768,6 +797,7 @@ def train(args, argv):
     samples = []  # each epoch's sample: samples.txt, kept in last.pt too
     sample_generator = torch.Generator(device)  # seeded anew for each sample: they differ by the model alone
     start_epoch, saved_epoch, history = 1, 0, []  # history: metrics.csv's rows, kept in last.pt too
+    position, saved_done = None, 0  # a save between epoch ends: how far into the next epoch it is
     if args.resume:
         checkpoint = load_resumable(out_dir, args)
         if checkpoint["vocab"] != vocab:
@@ -777,12 +807,12 @@ def train(args, argv):
             obj.load_state_dict(checkpoint[name])
         set_rng_state(checkpoint["rng"][dist.get_rank()])
         saved_epoch, history = checkpoint["epoch"], checkpoint["metrics"]
-        start_epoch = saved_epoch + 1
+        start_epoch, position = saved_epoch + 1, checkpoint["position"]  # position: it continues that epoch there
         if early_stopping.should_stop:
             start_epoch = args.epochs + 1  # it had stopped early: nothing is left to train
         if dist.get_rank() == 0:  # rank 0 alone writes files
             write_metrics(out_dir / "metrics.csv", history)
-        print(f"resuming {out_dir} after epoch {saved_epoch}")
+        print(f"resuming {out_dir} after {run_progress(saved_epoch, position['done'] if position else 0)}")
     # TensorBoard's event files go to RUN/tensorboard (see them with: tensorboard --logdir runs), on one axis, the
     # optimizer step; purge_step: on resume, events logged after last.pt's step are dropped, so no step shows twice
     board = None
@@ -792,16 +822,62 @@ def train(args, argv):
         info = {"task": SCRIPT["task"], "tricks": TRICKS, "args": vars(args)}  # what the run is, beside its metrics
         write_atomic(out_dir / "run.json", json.dumps(info, indent=1).encode())
         plot_lr_schedule(args, total_steps, out_dir / "lr_schedule.png")
+
+    def checkpoint_at(epoch, position=None):
+        """What last.pt holds: every stateful object's state, the rows, the random states, the options; with a
+        position, how far the run is into epoch + 1."""
+        return {
+            **{name: obj.state_dict() for name, obj in stateful.items()},
+            "epoch": epoch,
+            "script": SCRIPT,
+            "args": vars(args),
+            "metrics": history,
+            "vocab": vocab,  # the characters of the token ids: --sample decodes with them
+            "samples": samples,
+            "position": position,
+            "rng": gather(rng_state()),
+        }
+
+    def pause(done, tally):
+        """Called by train_one_epoch after each optimizer step, `done` steps into the epoch, with its
+        tally so far: every --save-every-steps steps it saves the run there; once a signal has asked, it saves
+        the run there and stops it (every rank at the same step). An epoch's last step is left to its end."""
+        nonlocal saved_done
+        if done == args.steps_per_epoch:
+            return
+        stop = agree(bool(STOP))
+        if stop or (args.save_every_steps and scheduler.last_epoch % args.save_every_steps == 0):
+            position = {"done": done, "tally": gather(tally)}
+            checkpoint = checkpoint_at(saved_epoch, position)
+            if dist.get_rank() == 0:  # rank 0 alone writes files
+                save_later(epoch, checkpoint, out_dir / "last.pt", keep_previous=True)
+            saved_done = done
+        if stop:
+            exit_stopped(argv, out_dir, saved_epoch, saved_done)
+
     print(f"training on {device}, writing to {out_dir}")
     try:
         for epoch in range(start_epoch, args.epochs + 1):
             started = time.time()
-            train_metrics = train_one_epoch(model, batches, optimizer, scheduler, autocast, scaler, ema, board, args)
+            train_metrics = train_one_epoch(
+                model,
+                batches,
+                optimizer,
+                scheduler,
+                autocast,
+                scaler,
+                ema,
+                board,
+                args,
+                pause,
+                position,
+            )
             val_metrics = evaluate(ema.module, val_windows, args, autocast)
             if dist.get_rank() == 0:  # rank 0 alone writes files
                 sample = generate(ema.module, vocab, args, sample_generator.manual_seed(0))
                 samples.append(f"epoch {epoch}:\n{sample}\n")
                 write_later(epoch, write_atomic, out_dir / "samples.txt", "\n".join(samples).encode())
+            position = None
             wait_for_writes()  # the last epoch's files: a write that failed stops the run here
             row = {
                 "epoch": epoch,
@@ -819,16 +895,7 @@ def train(args, argv):
             summary = f"{losses}, val_bpc = {row['val_bpc']:.3f}, {row['tokens_per_s']:,} tokens/s"
             timing = f"lr = {row['lr']:.2e}, {row['epoch_time_s']:.2f} s"
             print(f"[ Valid | {epoch:03d}/{args.epochs:03d} ] {summary}, {timing}{' -> best' if improved else ''}")
-            checkpoint = {
-                **{name: obj.state_dict() for name, obj in stateful.items()},
-                "epoch": epoch,
-                "script": SCRIPT,
-                "args": vars(args),
-                "metrics": history,
-                "vocab": vocab,  # the characters of the token ids: --sample decodes with them
-                "samples": samples,
-                "rng": gather(rng_state()),
-            }
+            checkpoint = checkpoint_at(epoch)
             if dist.get_rank() == 0:  # rank 0 alone writes files
                 if improved:
                     best = {"epoch": epoch, "monitor": args.monitor, "best_metric": row[args.monitor]}
@@ -838,16 +905,16 @@ def train(args, argv):
                 save_later(epoch, checkpoint, out_dir / "last.pt", keep_previous=True)
                 for name, value in row.items():  # every metrics.csv column
                     board.add_scalar(f"epoch/{name}", value, scheduler.last_epoch)
-            saved_epoch = epoch
-            if agree(STOP, device):
+            saved_epoch, saved_done = epoch, 0
+            if agree(STOP):
                 exit_stopped(argv, out_dir, saved_epoch)
             if early_stopping.should_stop:
                 print(f"{args.monitor} has not improved for {early_stopping.stale_epochs} epochs: stopping early")
                 break
     except KeyboardInterrupt:
-        exit_stopped(argv, out_dir, saved_epoch)
+        exit_stopped(argv, out_dir, saved_epoch, saved_done)
     except FloatingPointError as err:
-        fail(f"epoch {epoch}: {err}; stopped, {saved(out_dir, saved_epoch)}")
+        fail(f"epoch {epoch}: {err}; stopped, {saved(out_dir, saved_epoch, saved_done)}")
     finally:
         wait_for_writes()  # every file is on disk before the run ends
         if dist.get_rank() == 0:  # rank 0 alone writes files
@@ -964,9 +1031,15 @@ def remove_if_unused(out_dir):
         shutil.rmtree(out_dir)
 
 
-def saved(out_dir, epoch):
+def saved(out_dir, epoch, done=0):
     """What the run folder keeps, said in a message."""
-    return f"{out_dir / 'last.pt'} keeps epoch {epoch}" if epoch else "nothing was saved"
+    return f"{out_dir / 'last.pt'} keeps {run_progress(epoch, done)}" if epoch or done else "nothing was saved"
+
+
+def run_progress(epoch, done):
+    """How far a run got, in words: its complete epochs, and how far into the next one a save between them was."""
+    into = f"{done} steps of epoch {epoch + 1}"
+    return f"epoch {epoch} and {into}" if epoch and done else into if done else f"epoch {epoch}"
 
 
 def write_later(epoch, function, path, *args):
@@ -1035,6 +1108,9 @@ def append_metrics(path, row):
 def write_metrics(path, rows):
     """metrics.csv afresh from the rows last.pt keeps: on resume, this drops the rows of epochs after it,
     repairs a row cut short by a kill, and recreates a deleted file."""
+    if not rows:  # saved within the first epoch
+        path.unlink(missing_ok=True)
+        return
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -1105,31 +1181,32 @@ def resume_word(argv, i):
 
 
 def request_stop(signum, frame):
-    """Ctrl-C, SIGTERM (kill, a scheduler's warning) or SIGUSR1 once: finish this epoch, save it, stop. Twice:
-    stop now; last.pt keeps the last epoch. A second signal within a second is the first one delivered again
-    (sent to the whole process group, and passed on by torchrun or srun too), not a second request."""
+    """Ctrl-C, SIGTERM (kill, a scheduler's warning) or SIGUSR1 once: finish this optimizer step, save the run
+    there, stop. Twice: stop now; last.pt keeps the last save. A second signal within a second is the first one
+    delivered again (sent to the whole process group, and passed on by torchrun or srun too), not a second request."""
     if STOP and time.monotonic() - STOP["at"] >= 1:
         raise KeyboardInterrupt
     if STOP:
         return
     STOP.update(signal=signum, at=time.monotonic())
     name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-    print(f"\n{name}: stopping after this epoch (again to stop now)", file=sys.stderr, flush=True)
+    print(f"\n{name}: stopping after this step (again to stop now)", file=sys.stderr, flush=True)
 
 
-def exit_stopped(argv, out_dir, saved_epoch):
+def exit_stopped(argv, out_dir, saved_epoch, saved_done=0):
     """Say where a stopped run stands and how to continue it; exit as the signal asks: 130 for Ctrl-C,
     143 for SIGTERM, 138 for SIGUSR1."""
     wait_for_writes()
     code = 128 + STOP.get("signal", signal.SIGINT)
-    if not saved_epoch:
-        print("stopped before an epoch ended: nothing new was saved", file=sys.stderr)
+    if not (saved_epoch or saved_done):
+        print("stopped before the first step ended: nothing new was saved", file=sys.stderr)
         raise SystemExit(code)
     argv = [arg for i, arg in enumerate(argv) if not resume_word(argv, i)]
     if not any(arg == "--out-dir" or arg.startswith("--out-dir=") for arg in argv):
         argv += ["--out-dir", str(out_dir)]
     command = shlex.join(launcher() + argv + ["--resume"])
-    print(f"stopped: {out_dir / 'last.pt'} holds epoch {saved_epoch}. Resume with:", file=sys.stderr)
+    where = run_progress(saved_epoch, saved_done)
+    print(f"stopped: {out_dir / 'last.pt'} holds {where}. Resume with:", file=sys.stderr)
     print(f"    {command}", file=sys.stderr)
     raise SystemExit(code)
 

@@ -42,8 +42,8 @@ RUN_FILES = ("metrics.csv", "last.pt", "last.pt.prev", "best.pt", "run.json")  #
 SCRIPT = {"task": "lm", "tricks": []}
 # every trick this script was made with: run.json names them, and `tricks plot` labels the run's curves with them
 TRICKS = []
-SAFE_TO_CHANGE = ("device", "num_workers", "threads", "out_dir", "resume", "overwrite")
-STOP = {}  # once a signal (Ctrl-C, SIGTERM, SIGUSR1) asks the run to stop after this epoch: which, and when
+SAFE_TO_CHANGE = ("device", "num_workers", "threads", "out_dir", "resume", "overwrite", "save_every_steps")
+STOP = {}  # once a signal (Ctrl-C, SIGTERM, SIGUSR1) asks the run to stop after this step: which, and when
 WRITER = ThreadPoolExecutor(max_workers=1)  # writes the run's files while training goes on
 WRITES = []  # (epoch, file, future) of the writes handed to WRITER and not yet waited for
 LOCKS = []  # the open lock file of the run folder this process trains in
@@ -117,6 +117,11 @@ def parse_args(argv=None):
     )
     parser.add_argument("--threads", type=number(int, 1), help="CPU threads for PyTorch (default: PyTorch's choice)")
     parser.add_argument("--out-dir", help="the run's folder (default: a new runs/NNN)")
+    parser.add_argument(
+        "--save-every-steps",
+        type=number(int, 1),
+        help="also save last.pt every N optimizer steps (default: at epoch ends only)",
+    )
     again = parser.add_mutually_exclusive_group()
     again.add_argument(
         "--resume",
@@ -360,25 +365,35 @@ def check_prompt(prompt, vocab):
         fail("--prompt is empty: give at least one character", 2)
 
 
-def train_one_epoch(model, batches, optimizer, scheduler, args):
-    """--steps-per-epoch optimizer steps; returns the epoch's training metrics."""
+def new_tally():
+    """What an epoch adds up, step by step: each batch's mean loss, as a tensor (no sync with the device in the
+    loop). last.pt keeps it when the run is saved mid-epoch."""
+    return {
+        "losses": [],
+    }
+
+
+def train_one_epoch(model, batches, optimizer, scheduler, args, pause, position):
+    """--steps-per-epoch optimizer steps; returns the epoch's training metrics. After each step, pause() may
+    save the run there or stop it; position: where a run saved mid-epoch resumes this epoch."""
     model.train()
     device = next(model.parameters()).device
-    step_losses, tokens = [], 0  # losses as tensors: no sync with the device in the loop
-    started = time.time()
+    tally = position["tally"] if position else new_tally()
+    tokens, started = 0, time.time()  # this process's training tokens and time, for tokens_per_s
     with progress_bar(args.steps_per_epoch) as progress:
-        for _ in range(args.steps_per_epoch):
+        for step in range(position["done"] if position else 0, args.steps_per_epoch):
             x, y = batches.next(device)
             loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
             loss.backward()
-            step_losses.append(loss.detach())
+            tally["losses"].append(loss.detach())
             tokens += x.numel()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             progress.update()
-            show_losses(progress, loss=step_losses)
-    losses = torch.stack(step_losses)  # every batch's mean loss
+            show_losses(progress, loss=tally["losses"])
+            pause(step + 1, tally)
+    losses = torch.stack(tally["losses"])  # every batch's mean loss
     if not torch.isfinite(losses).all():
         batch = int(torch.nonzero(~torch.isfinite(losses))[0]) + 1
         raise FloatingPointError(f"the loss is {losses[batch - 1].item()} at batch {batch} of the epoch")
@@ -480,6 +495,7 @@ def train(args, argv):
     samples = []  # each epoch's sample: samples.txt, kept in last.pt too
     sample_generator = torch.Generator(device)  # seeded anew for each sample: they differ by the model alone
     start_epoch, saved_epoch, history = 1, 0, []  # history: metrics.csv's rows, kept in last.pt too
+    position, saved_done = None, 0  # a save between epoch ends: how far into the next epoch it is
     if args.resume:
         checkpoint = load_resumable(out_dir, args)
         if checkpoint["vocab"] != vocab:
@@ -489,20 +505,53 @@ def train(args, argv):
             obj.load_state_dict(checkpoint[name])
         set_rng_state(checkpoint["rng"])
         saved_epoch, history = checkpoint["epoch"], checkpoint["metrics"]
-        start_epoch = saved_epoch + 1
+        start_epoch, position = saved_epoch + 1, checkpoint["position"]  # position: it continues that epoch there
         write_metrics(out_dir / "metrics.csv", history)
-        print(f"resuming {out_dir} after epoch {saved_epoch}")
+        print(f"resuming {out_dir} after {run_progress(saved_epoch, position['done'] if position else 0)}")
     info = {"task": SCRIPT["task"], "tricks": TRICKS, "args": vars(args)}  # what the run is, beside its metrics
     write_atomic(out_dir / "run.json", json.dumps(info, indent=1).encode())
+
+    def checkpoint_at(epoch, position=None):
+        """What last.pt holds: every stateful object's state, the rows, the random states, the options; with a
+        position, how far the run is into epoch + 1."""
+        return {
+            **{name: obj.state_dict() for name, obj in stateful.items()},
+            "epoch": epoch,
+            "script": SCRIPT,
+            "args": vars(args),
+            "metrics": history,
+            "vocab": vocab,  # the characters of the token ids: --sample decodes with them
+            "samples": samples,
+            "position": position,
+            "rng": rng_state(),
+        }
+
+    def pause(done, tally):
+        """Called by train_one_epoch after each optimizer step, `done` steps into the epoch, with its
+        tally so far: every --save-every-steps steps it saves the run there; once a signal has asked, it saves
+        the run there and stops it (every rank at the same step). An epoch's last step is left to its end."""
+        nonlocal saved_done
+        if done == args.steps_per_epoch:
+            return
+        stop = bool(STOP)
+        if stop or (args.save_every_steps and scheduler.last_epoch % args.save_every_steps == 0):
+            position = {"done": done, "tally": tally}
+            checkpoint = checkpoint_at(saved_epoch, position)
+            save_later(epoch, checkpoint, out_dir / "last.pt", keep_previous=True)
+            saved_done = done
+        if stop:
+            exit_stopped(argv, out_dir, saved_epoch, saved_done)
+
     print(f"training on {device}, writing to {out_dir}")
     try:
         for epoch in range(start_epoch, args.epochs + 1):
             started = time.time()
-            train_metrics = train_one_epoch(model, batches, optimizer, scheduler, args)
+            train_metrics = train_one_epoch(model, batches, optimizer, scheduler, args, pause, position)
             val_metrics = evaluate(model, val_windows, args)
             sample = generate(model, vocab, args, sample_generator.manual_seed(0))
             samples.append(f"epoch {epoch}:\n{sample}\n")
             write_later(epoch, write_atomic, out_dir / "samples.txt", "\n".join(samples).encode())
+            position = None
             wait_for_writes()  # the last epoch's files: a write that failed stops the run here
             row = {
                 "epoch": epoch,
@@ -516,25 +565,16 @@ def train(args, argv):
             summary = f"{losses}, val_bpc = {row['val_bpc']:.3f}, {row['tokens_per_s']:,} tokens/s"
             timing = f"lr = {row['lr']:.2e}, {row['epoch_time_s']:.2f} s"
             print(f"[ Valid | {epoch:03d}/{args.epochs:03d} ] {summary}, {timing}")
-            checkpoint = {
-                **{name: obj.state_dict() for name, obj in stateful.items()},
-                "epoch": epoch,
-                "script": SCRIPT,
-                "args": vars(args),
-                "metrics": history,
-                "vocab": vocab,  # the characters of the token ids: --sample decodes with them
-                "samples": samples,
-                "rng": rng_state(),
-            }
+            checkpoint = checkpoint_at(epoch)
             write_later(epoch, append_metrics, out_dir / "metrics.csv", row)
             save_later(epoch, checkpoint, out_dir / "last.pt", keep_previous=True)
-            saved_epoch = epoch
+            saved_epoch, saved_done = epoch, 0
             if STOP:
                 exit_stopped(argv, out_dir, saved_epoch)
     except KeyboardInterrupt:
-        exit_stopped(argv, out_dir, saved_epoch)
+        exit_stopped(argv, out_dir, saved_epoch, saved_done)
     except FloatingPointError as err:
-        fail(f"epoch {epoch}: {err}; stopped, {saved(out_dir, saved_epoch)}")
+        fail(f"epoch {epoch}: {err}; stopped, {saved(out_dir, saved_epoch, saved_done)}")
     finally:
         wait_for_writes()  # every file is on disk before the run ends
     print(f"the sample after {samples[-1]}", end="")
@@ -640,9 +680,15 @@ def remove_if_unused(out_dir):
         shutil.rmtree(out_dir)
 
 
-def saved(out_dir, epoch):
+def saved(out_dir, epoch, done=0):
     """What the run folder keeps, said in a message."""
-    return f"{out_dir / 'last.pt'} keeps epoch {epoch}" if epoch else "nothing was saved"
+    return f"{out_dir / 'last.pt'} keeps {run_progress(epoch, done)}" if epoch or done else "nothing was saved"
+
+
+def run_progress(epoch, done):
+    """How far a run got, in words: its complete epochs, and how far into the next one a save between them was."""
+    into = f"{done} steps of epoch {epoch + 1}"
+    return f"epoch {epoch} and {into}" if epoch and done else into if done else f"epoch {epoch}"
 
 
 def write_later(epoch, function, path, *args):
@@ -711,6 +757,9 @@ def append_metrics(path, row):
 def write_metrics(path, rows):
     """metrics.csv afresh from the rows last.pt keeps: on resume, this drops the rows of epochs after it,
     repairs a row cut short by a kill, and recreates a deleted file."""
+    if not rows:  # saved within the first epoch
+        path.unlink(missing_ok=True)
+        return
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -775,31 +824,32 @@ def resume_word(argv, i):
 
 
 def request_stop(signum, frame):
-    """Ctrl-C, SIGTERM (kill, a scheduler's warning) or SIGUSR1 once: finish this epoch, save it, stop. Twice:
-    stop now; last.pt keeps the last epoch. A second signal within a second is the first one delivered again
-    (sent to the whole process group, and passed on by torchrun or srun too), not a second request."""
+    """Ctrl-C, SIGTERM (kill, a scheduler's warning) or SIGUSR1 once: finish this optimizer step, save the run
+    there, stop. Twice: stop now; last.pt keeps the last save. A second signal within a second is the first one
+    delivered again (sent to the whole process group, and passed on by torchrun or srun too), not a second request."""
     if STOP and time.monotonic() - STOP["at"] >= 1:
         raise KeyboardInterrupt
     if STOP:
         return
     STOP.update(signal=signum, at=time.monotonic())
     name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-    print(f"\n{name}: stopping after this epoch (again to stop now)", file=sys.stderr, flush=True)
+    print(f"\n{name}: stopping after this step (again to stop now)", file=sys.stderr, flush=True)
 
 
-def exit_stopped(argv, out_dir, saved_epoch):
+def exit_stopped(argv, out_dir, saved_epoch, saved_done=0):
     """Say where a stopped run stands and how to continue it; exit as the signal asks: 130 for Ctrl-C,
     143 for SIGTERM, 138 for SIGUSR1."""
     wait_for_writes()
     code = 128 + STOP.get("signal", signal.SIGINT)
-    if not saved_epoch:
-        print("stopped before an epoch ended: nothing new was saved", file=sys.stderr)
+    if not (saved_epoch or saved_done):
+        print("stopped before the first step ended: nothing new was saved", file=sys.stderr)
         raise SystemExit(code)
     argv = [arg for i, arg in enumerate(argv) if not resume_word(argv, i)]
     if not any(arg == "--out-dir" or arg.startswith("--out-dir=") for arg in argv):
         argv += ["--out-dir", str(out_dir)]
     command = shlex.join(["python", Path(__file__).name] + argv + ["--resume"])
-    print(f"stopped: {out_dir / 'last.pt'} holds epoch {saved_epoch}. Resume with:", file=sys.stderr)
+    where = run_progress(saved_epoch, saved_done)
+    print(f"stopped: {out_dir / 'last.pt'} holds {where}. Resume with:", file=sys.stderr)
     print(f"    {command}", file=sys.stderr)
     raise SystemExit(code)
 
