@@ -46,7 +46,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from loop_speed import quiet, ratio, run_order  # the pairing and order of loop_speed.py
+from loop_speed import quiet, ratio, run_order, save_atomic  # loop_speed.py's pairing, order and save
 
 RESULTS = ROOT / "benchmarks" / "results"
 EPOCHS, STEPS, LR, WARMUP, SAMPLE = 3, 40, 1e-3, 10, 200
@@ -75,15 +75,6 @@ def options(size: str) -> list[str]:
 
 def generated(size: str, out_dir: Path, module) -> None:
     module.main([*options(size), "--out-dir", str(out_dir)])
-
-
-def save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def hand_written(size: str, out_dir: Path, module) -> None:

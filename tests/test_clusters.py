@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -357,3 +358,12 @@ def test_a_signal_delivered_twice_within_a_second_counts_once(projects, monkeypa
     with pytest.raises(KeyboardInterrupt):
         module.request_stop(signal.SIGINT, None)
     module.STOP.clear()
+
+
+def test_a_saved_tally_goes_on_on_the_device_of_the_resumed_run(projects):
+    """last.pt loads on the CPU; a run resumed on a GPU must stack the saved losses with its new ones."""
+    module = load(projects["seed"] / "train.py")
+    tally = [{"losses": [torch.ones(())], "skipped": 0, "history": defaultdict(list, {"a": [torch.zeros(2)]})}]
+    moved = module.on_device(tally, torch.device("meta"))
+    assert moved is tally and isinstance(tally[0]["history"], defaultdict)
+    assert tally[0]["losses"][0].is_meta and tally[0]["history"]["a"][0].is_meta and tally[0]["skipped"] == 0

@@ -426,6 +426,8 @@ def train(args, argv):
         set_rng_state(checkpoint["rng"][dist.get_rank()], train_loader)
         saved_epoch, history = checkpoint["epoch"], checkpoint["metrics"]
         start_epoch, position = saved_epoch + 1, checkpoint["position"]  # position: it continues that epoch there
+        if position:
+            on_device(position["tally"], device)  # last.pt loads on the CPU; the epoch's sums go on on the device
         if dist.get_rank() == 0:  # rank 0 alone writes files
             write_metrics(out_dir / "metrics.csv", history)
         print(f"resuming {out_dir} after {run_progress(saved_epoch, position['done'] if position else 0)}")
@@ -727,6 +729,18 @@ def load_resumable(out_dir, args):
     if len(checkpoint["rng"]) != dist.get_world_size():
         fail(f"{out_dir} ran on {len(checkpoint['rng'])} processes; resume it on as many", 2)
     return checkpoint
+
+
+def on_device(obj, device):
+    """obj with its tensors on device, in place in its dicts and lists (a defaultdict stays one)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            obj[key] = on_device(value, device)
+    elif isinstance(obj, list):
+        obj[:] = [on_device(value, device) for value in obj]
+    return obj
 
 
 def rng_state(train_loader):
