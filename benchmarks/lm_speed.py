@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import csv
 import functools
-import gc
 import io
 import math
 import os
@@ -46,7 +45,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from loop_speed import quiet, ratio, run_order, save_atomic  # loop_speed.py's pairing, order and save
+from loop_speed import measure, quiet, ratio, run_order, save_atomic  # loop_speed.py's pairing, order, save
 
 RESULTS = ROOT / "benchmarks" / "results"
 EPOCHS, STEPS, LR, WARMUP, SAMPLE = 3, 40, 1e-3, 10, 200
@@ -151,24 +150,6 @@ def training_tokens(size: str, module) -> int:
     return args.epochs * args.steps_per_epoch * args.batch_size * args.block_size
 
 
-def measure(sizes: list[str], repeats: int) -> dict:
-    module = render_generated()
-    seconds = {size: {way: [] for way in WAYS} for size in sizes}
-    for size in sizes:
-        for run in WAYS.values():  # a warm-up run each
-            with tempfile.TemporaryDirectory() as tmp, quiet():
-                run(size, Path(tmp), module)
-        for repeat in range(repeats):
-            for way in run_order(WAYS, repeat):
-                with tempfile.TemporaryDirectory() as tmp, quiet():
-                    gc.collect()
-                    started = time.perf_counter()
-                    WAYS[way](size, Path(tmp), module)
-                    seconds[size][way].append(time.perf_counter() - started)
-            print(f"{size} {repeat + 1}/{repeats}: " + ", ".join(f"{w} {s[-1]:.2f}s" for w, s in seconds[size].items()))
-    return seconds
-
-
 def report(seconds: dict) -> str:
     module = render_generated()
     repeats = ", ".join(f"{size} {len(ways['generated'])}" for size, ways in seconds.items())
@@ -231,7 +212,7 @@ def main() -> None:
         text = "# --compile on the language model\n\n" + measure_compile(args.sizes, args.repeats)
         name = "lm_compile.md"
     else:
-        text = report(measure(args.sizes, args.repeats))
+        text = report(measure(args.sizes, args.repeats, WAYS, render_generated()))
         name = "lm_speed.md"
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)

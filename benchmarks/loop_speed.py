@@ -312,27 +312,27 @@ def run_order(ways, repeat: int) -> list[str]:
     return names if repeat % 2 == 0 else names[::-1]
 
 
-def measure(sizes: list[str], repeats: int | None) -> dict:
-    """seconds[size][way]: one entry per repeat. Each even repeat runs the ways in a new shuffled
-    order and the odd one after it in the reverse order, so that no way always follows the same
-    other one (which leaves it its garbage) or sits always early or late in a repeat; each timed run
-    starts from a collected heap."""
-    module = render_generated()
-    seconds = {size: {way: [] for way in WAYS} for size in sizes}
+def measure(sizes: list[str], repeats: int | None, ways: dict = WAYS, module=None) -> dict:
+    """seconds[size][way]: one entry per repeat of ways[way](size, out_dir, module). Each even repeat runs the
+    ways in a new shuffled order and the odd one after it in the reverse order, so that no way always follows
+    the same other one (which leaves it its garbage) or sits always early or late in a repeat; each timed run
+    starts from a collected heap. lm_speed.py measures its ways with it too."""
+    module = module or render_generated()
+    seconds = {size: {way: [] for way in ways} for size in sizes}
     for size in sizes:
-        for way, run in WAYS.items():  # one warm-up run each: imports, first-call costs
+        for way, run in ways.items():  # one warm-up run each: imports, first-call costs
             with tempfile.TemporaryDirectory() as tmp, quiet():
                 run(size, Path(tmp), module)
         count = repeats or REPEATS[size]
         for repeat in range(count):
-            for way in run_order(WAYS, repeat):
+            for way in run_order(ways, repeat):
                 with tempfile.TemporaryDirectory() as tmp, quiet():
                     gc.collect()
                     started = time.perf_counter()
-                    WAYS[way](size, Path(tmp), module)
+                    ways[way](size, Path(tmp), module)
                     seconds[size][way].append(time.perf_counter() - started)
             print(f"{size} repeat {repeat + 1}/{count}: " + ", ".join(
-                f"{way} {seconds[size][way][-1]:.2f}s" for way in WAYS), flush=True)  # fmt: skip
+                f"{way} {seconds[size][way][-1]:.2f}s" for way in ways), flush=True)  # fmt: skip
     return seconds
 
 

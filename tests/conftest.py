@@ -11,6 +11,8 @@ import torch
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
+pytest.register_assert_rewrite("tests.helpers")  # its assert_... helpers report like a test
+
 from tests.helpers import load, render
 
 

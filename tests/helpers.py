@@ -108,3 +108,18 @@ def stop_after(module, monkeypatch, epoch):
         return metrics
 
     monkeypatch.setattr(module, "train_one_epoch", train_then_stop)
+
+
+def assert_the_lr_plot_changes_nothing(plotted, plain, argv: list, tmp_path: Path) -> None:
+    """The same run rendered with --lr-plot and without: bit-identical weights and rows, a PNG drawn, and no
+    warning that a scheduler stepped before its optimizer (the plot steps a throwaway one)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with_plot = run_main(plotted, [*argv, "--out-dir", tmp_path / "plot"])
+    without = run_main(plain, [*argv, "--out-dir", tmp_path / "plain"])
+    assert same_tensors(with_plot.state_dict(), without.state_dict())
+    assert metrics(tmp_path / "plot") == metrics(tmp_path / "plain")
+    assert (tmp_path / "plot" / "lr_schedule.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]

@@ -1,12 +1,19 @@
 """The classification script's guarantees, each checked by running rendered scripts on the toy data."""
 
 import math
-import warnings
 
 import pytest
 import torch
 
-from tests.helpers import checkpoint, max_difference, metrics, no_pause, run_main, same_tensors
+from tests.helpers import (
+    assert_the_lr_plot_changes_nothing,
+    checkpoint,
+    max_difference,
+    metrics,
+    no_pause,
+    run_main,
+    same_tensors,
+)
 
 SIX = {"seed": True, "amp": True, "clip": True, "accumulate": True, "lr_plot": True, "early_stop": True}
 
@@ -87,15 +94,9 @@ def test_accumulated_micro_batches_equal_one_large_batch(tmp_path, script, clip,
 
 
 def test_lr_plot_does_not_change_the_run(tmp_path, script):
-    args = ["--epochs", 3, "--seed", 5]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        plotted = run_main(script(seed=True, lr_plot=True), [*args, "--out-dir", tmp_path / "plot"])
-    plain = run_main(script(seed=True), [*args, "--out-dir", tmp_path / "plain"])
-    assert same_tensors(plotted.state_dict(), plain.state_dict())
-    assert metrics(tmp_path / "plot") == metrics(tmp_path / "plain")
-    assert (tmp_path / "plot" / "lr_schedule.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
+    assert_the_lr_plot_changes_nothing(
+        script(seed=True, lr_plot=True), script(seed=True), ["--epochs", 3, "--seed", 5], tmp_path
+    )
 
 
 def test_early_stop_stops_after_patience_epochs_and_keeps_the_best(tmp_path, script):

@@ -29,6 +29,7 @@ from tests.helpers import (
     same_tensors,
     scratch_env,
 )
+from tests.test_ddp import ok
 from tests.test_faults import SIX, start, wait_for_rows
 
 pytestmark = pytest.mark.slow  # training scripts in processes of their own
@@ -54,11 +55,6 @@ def uninterrupted(projects, tmp_path_factory):
     _, stderr = end(whole)
     assert whole.returncode == 0, stderr[-3000:]
     return {"one": out / "one", "ddp": out / "ddp"}
-
-
-def ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
 def same_run(out: Path, reference: Path):

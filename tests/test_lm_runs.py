@@ -3,7 +3,6 @@
 
 import math
 import os
-import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -11,7 +10,16 @@ import pytest
 import torch
 
 from tests.goldens import CORPUS, TINY_LM
-from tests.helpers import checkpoint, max_difference, metrics, run_main, run_script, same_tensors, stop_after
+from tests.helpers import (
+    assert_the_lr_plot_changes_nothing,
+    checkpoint,
+    max_difference,
+    metrics,
+    run_main,
+    run_script,
+    same_tensors,
+    stop_after,
+)
 
 TINY = [*TINY_LM, "--steps-per-epoch", 10, "--warmup-steps", 5]  # 2 layers of 32, block 32, batches of 8
 
@@ -92,14 +100,8 @@ def test_accumulated_micro_batches_equal_one_large_batch(tmp_path, script, clip)
 
 
 def test_lr_plot_does_not_change_the_run(tmp_path, script):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        plotted = train(script(seed=True, lr_plot=True), tmp_path / "plot", "--epochs", 2, "--seed", 5)
-    plain = train(script(seed=True), tmp_path / "plain", "--epochs", 2, "--seed", 5)
-    assert same_tensors(plotted.state_dict(), plain.state_dict())
-    assert metrics(tmp_path / "plot") == metrics(tmp_path / "plain")
-    assert (tmp_path / "plot" / "lr_schedule.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
+    argv = [*TINY, "--epochs", 2, "--seed", 5]
+    assert_the_lr_plot_changes_nothing(script(seed=True, lr_plot=True), script(seed=True), argv, tmp_path)
 
 
 def test_early_stop_stops_after_patience_epochs_and_keeps_the_best(tmp_path, script):

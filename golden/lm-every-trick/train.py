@@ -682,7 +682,7 @@ def validation_windows(val_data, args):
     """--eval-windows windows of the validation text, evenly spaced (overlapping when the text is short): the
     same every epoch, so that the scores compare."""
     starts = torch.linspace(0, len(val_data) - args.block_size - 1, args.eval_windows).long()
-    return torch.stack([val_data[i : i + args.block_size + 1] for i in starts.tolist()])
+    return val_data.unfold(0, args.block_size + 1, 1)[starts]
 
 
 @torch.no_grad()
