@@ -72,7 +72,7 @@ def draw(panels: list[tuple[str, Path, Path]], path: Path) -> None:
     import torch
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.5), squeeze=False)
-    for ax, (title, project, out_dir) in zip(axes[0], panels):
+    for ax, (title, project, out_dir) in zip(axes[0], panels, strict=False):
         spec = importlib.util.spec_from_file_location(f"bench_{out_dir.name}", project / "train.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

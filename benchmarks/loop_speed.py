@@ -320,7 +320,7 @@ def measure(sizes: list[str], repeats: int | None, ways: dict = WAYS, module=Non
     module = module or render_generated()
     seconds = {size: {way: [] for way in ways} for size in sizes}
     for size in sizes:
-        for way, run in ways.items():  # one warm-up run each: imports, first-call costs
+        for run in ways.values():  # one warm-up run each: imports, first-call costs
             with tempfile.TemporaryDirectory() as tmp, quiet():
                 run(size, Path(tmp), module)
         count = repeats or REPEATS[size]
@@ -401,14 +401,16 @@ def report_tricks(measured: dict) -> str:
         (
             f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads; the generated script (accumulation {ACCUMULATE}, clip {CLIP}, "
-            f"early stopping, float32) with one more trick, or with its progress bar drawn; {repeats} repeats, the ways in a shuffled order, "
+            f"early stopping, float32) with one more trick, or with its progress bar drawn; {repeats} repeats, "
+            "the ways in a shuffled order, "
             f"then in the reverse order. Time per optimizer step over epochs 2 to {EPOCHS} (validation and "
             "checkpoints included), from metrics.csv; epoch 1 holds the compilation, given apart: the first run's "
             "(inductor's on-disk cache as this machine had it), then the others' (cache warm). Ratio: "
             "the median over repeats of the trick's time over the generated script's in the same repeat."
         ),
         "",
-        "| size | way | ms per optimizer step (median, range) | ratio to generated | compile s: first run, then median |",
+        "| size | way | ms per optimizer step (median, range) | ratio to generated "
+        "| compile s: first run, then median |",
         "| --- | --- | --- | --- | --- |",
     ]
     for size, ways in per_step.items():

@@ -218,7 +218,8 @@ def report_change(merged, markers: bool) -> None:
                 f"{len(conflicts)} conflict(s) marked in the files; resolve them, then run the command again"
             )
         raise TricksError(
-            f"{len(conflicts)} conflict(s) with your edits; nothing was changed (--conflicts markers writes them into the files)"
+            f"{len(conflicts)} conflict(s) with your edits; nothing was changed "
+            "(--conflicts markers writes them into the files)"
         )
 
 
@@ -278,7 +279,7 @@ def list_tricks() -> None:
         rows.append((trick.flag, tasks, " ".join(trick_knobs(trick)) or "-", trick.summary))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
-        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[3])
 
 
 @app.command()

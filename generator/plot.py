@@ -74,11 +74,11 @@ def plot_runs(folders: list[Path], out: Path) -> list[str]:
     rows = math.ceil(len(names) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows), squeeze=False)
     labels = labels_of(runs)
-    for ax, name in zip(axes.flat, names):
-        for label, (_, _, metrics) in zip(labels, runs):
+    for ax, name in zip(axes.flat, names, strict=False):
+        for label, (_, _, metrics) in zip(labels, runs, strict=False):
             points = [(row["epoch"], row[name]) for row in metrics if name in row]
             if points:
-                ax.plot(*zip(*points), marker="." if len(points) < 30 else None, label=label)
+                ax.plot(*zip(*points, strict=False), marker="." if len(points) < 30 else None, label=label)
         ax.set(title=name, xlabel="epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)

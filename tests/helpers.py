@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import importlib.util
 import itertools
 import os
@@ -16,6 +17,27 @@ from generator.render import generate
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMING = {"epoch_time_s", "tokens_per_s"}  # columns that differ between identical runs
+
+
+@functools.cache
+def covering_array(names: tuple[str, ...], strength: int = 2) -> list[dict[str, bool]]:
+    """Rows of on/off for `names` in which every `strength` of the names take all their 2**strength values
+    together. Greedy: each new row is the candidate that covers the most combinations still missing
+    (deterministic: the first such candidate in itertools.product's order)."""
+    groups = list(itertools.combinations(range(len(names)), strength))
+    candidates = list(itertools.product((False, True), repeat=len(names)))
+
+    def covers(values):  # each (group, its values) as one number: group index * 2**strength + the values' bits
+        return [g << strength | sum(values[i] << k for k, i in enumerate(group)) for g, group in enumerate(groups)]
+
+    covered = [covers(values) for values in candidates]
+    missing, rows = set(range(len(groups) << strength)), []
+    while missing:
+        gains = [sum(c in missing for c in cover) for cover in covered]
+        best = gains.index(max(gains))
+        rows.append(dict(zip(names, candidates[best], strict=False)))
+        missing -= set(covered[best])
+    return rows
 
 
 def no_pause(done, tally):

@@ -159,9 +159,8 @@ def test_a_stop_mid_epoch_saves_that_step_and_resumes_bit_identical(
     assert len(rows) == saved["epoch"], "rows of whole epochs only"
     resumed = run_main(module, [*args, "--out-dir", tmp_path / "cut", "--resume"])
     assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
-    for a, b in zip(
-        whole if isinstance(whole, tuple) else [whole], resumed if isinstance(resumed, tuple) else [resumed]
-    ):
+    as_tuple = lambda models: models if isinstance(models, tuple) else (models,)  # noqa: E731
+    for a, b in zip(as_tuple(whole), as_tuple(resumed), strict=True):
         assert same_tensors(a.state_dict(), b.state_dict())
 
 
@@ -319,8 +318,8 @@ def test_slurm_sbatch_trains_and_after_sigterm_requeues_and_resumes(tmp_path, pr
     saved = checkpoint(out / "last.pt")["epoch"]
     assert saved == len(metrics(out)) < 40, stderr[-3000:]
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
-    again = subprocess.run(["bash", "slurm.sbatch", *map(str, ARGS)], cwd=project, env=env, capture_output=True, text=True,
-                           timeout=300, check=False)  # fmt: skip
+    again = subprocess.run(["bash", "slurm.sbatch", *map(str, ARGS)], cwd=project, env=env, capture_output=True,
+                           text=True, timeout=300, check=False)  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resuming {out.relative_to(project)} after epoch {saved}" in again.stdout
     assert [row["epoch"] for row in metrics(out)] == [str(epoch) for epoch in range(1, 41)]

@@ -52,7 +52,7 @@ def test_the_penalty_under_compile_equals_the_eager_one(rendered):
         results.append((penalty.detach(), [p.grad for p in critic.parameters()][:-1]))
     (eager, eager_grads), (compiled, compiled_grads) = results
     assert torch.equal(eager, compiled)
-    assert all(torch.equal(a, b) for a, b in zip(eager_grads, compiled_grads))
+    assert all(torch.equal(a, b) for a, b in zip(eager_grads, compiled_grads, strict=False))
     critic(real).sum().backward()  # the critic's other passes do run compiled
 
 

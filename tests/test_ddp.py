@@ -63,7 +63,7 @@ def test_two_processes_equal_one_with_twice_the_batch(tmp_path, projects, projec
         assert max_difference(two_last[name], one_last[name]) < 1e-5, name
     rows_two, rows_one = metrics(tmp_path / "two"), metrics(tmp_path / "one")
     assert len(rows_two) == 2, "rank 0 alone writes metrics.csv"
-    for a, b in zip(rows_two, rows_one):
+    for a, b in zip(rows_two, rows_one, strict=False):
         assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), rel=1e-5), "validation is all-reduced"
         assert float(a["val_acc"]) == float(b["val_acc"])
     assert two.stdout.count("[ Valid | 001/002 ]") == 1, "rank 0 alone prints"

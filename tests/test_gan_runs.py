@@ -20,7 +20,7 @@ def script(rendered):
 def penalty_by_definition(critic, real, fake, lambda_gp, alpha):
     """lambda * mean over samples of (||grad D(x)||_2 - 1)^2, x = alpha real + (1 - alpha) fake."""
     terms = []
-    for a, r, f in zip(alpha, real, fake):
+    for a, r, f in zip(alpha, real, fake, strict=False):
         x = (a * r + (1 - a) * f).unsqueeze(0).requires_grad_(True)
         (grad,) = torch.autograd.grad(critic(x).sum(), x)
         terms.append((grad.pow(2).sum().sqrt() - 1) ** 2)

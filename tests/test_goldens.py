@@ -39,7 +39,7 @@ def test_seeded_metrics_match_golden(case, tmp_path):
     rows = metrics(run_metrics(case, project, tmp_path / "run").parent)
     golden = metrics(GOLDEN / case)
     assert len(rows) == len(golden)
-    for row, expected in zip(rows, golden):
+    for row, expected in zip(rows, golden, strict=False):
         assert row.keys() == expected.keys()
         for column, value in expected.items():
             assert float(row[column]) == pytest.approx(float(value), rel=1e-4, abs=1e-6), (

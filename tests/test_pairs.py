@@ -12,7 +12,7 @@ import pytest
 from generator.options import Task
 from generator.tricks import TRICKS
 from tests.goldens import TINY_LM
-from tests.helpers import checkpoint, metrics, render, run_script
+from tests.helpers import checkpoint, covering_array, metrics, render, run_script
 
 SHORT = {
     Task.classify: ["--epochs", "2"],
@@ -21,24 +21,9 @@ SHORT = {
 }
 
 
-def covering_array(names: list[str]) -> list[dict[str, bool]]:
-    """Rows of on/off for `names` in which every pair of names takes all four values together. Greedy:
-    each new row is the candidate that covers the most pairs still missing (deterministic)."""
-    missing = {(a, b, x, y) for a, b in itertools.combinations(names, 2) for x in (False, True) for y in (False, True)}
-    rows = []
-    while missing:
-        best, gain = None, -1
-        for values in itertools.product((False, True), repeat=len(names)):
-            row = dict(zip(names, values))
-            covered = sum((a, b, row[a], row[b]) in missing for a, b in itertools.combinations(names, 2))
-            if covered > gain:
-                best, gain = row, covered
-        rows.append(best)
-        missing -= {(a, b, best[a], best[b]) for a, b in itertools.combinations(names, 2)}
-    return rows
-
-
-RUNS = [(task, row) for task in Task for row in covering_array([trick.name for trick in TRICKS if task in trick.tasks])]
+RUNS = [
+    (task, row) for task in Task for row in covering_array(tuple(trick.name for trick in TRICKS if task in trick.tasks))
+]
 
 
 def test_the_covering_array_meets_every_pair_in_all_four_ways():

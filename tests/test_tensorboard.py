@@ -24,7 +24,8 @@ def test_the_event_files_hold_every_column_per_epoch_and_the_loss_every_n_steps(
     steps = [32, 64, 96]  # 2,000 samples in batches of 64: 32 optimizer steps an epoch
     assert set(logged) == {f"epoch/{name}" for name in rows[0]} | {"step/train_loss", "step/lr"}
     for name in rows[0]:
-        assert logged[f"epoch/{name}"] == [(step, pytest.approx(float(row[name]))) for step, row in zip(steps, rows)]
+        expected = [(step, pytest.approx(float(row[name]))) for step, row in zip(steps, rows, strict=True)]
+        assert logged[f"epoch/{name}"] == expected
     assert [step for step, _ in logged["step/train_loss"]] == list(range(10, 97, 10))
     assert [step for step, _ in logged["step/lr"]] == list(range(10, 97, 10))
 

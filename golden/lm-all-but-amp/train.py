@@ -45,6 +45,7 @@ SCRIPT = {"task": "lm", "tricks": ["seed", "accumulate", "clip", "early-stop"]}
 # every trick this script was made with: run.json names them, and `tricks plot` labels the run's curves with them
 TRICKS = ["seed", "accumulate", "clip", "lr-plot", "early-stop"]
 SAFE_TO_CHANGE = ("device", "num_workers", "threads", "out_dir", "resume", "overwrite", "save_every_steps")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)  # each stops the run after its step
 STOP = {}  # once a signal (Ctrl-C, SIGTERM, SIGUSR1) asks the run to stop after this step: which, and when
 WRITER = ThreadPoolExecutor(max_workers=1)  # writes the run's files while training goes on
 WRITES = []  # (epoch, file, future) of the writes handed to WRITER and not yet waited for
@@ -294,6 +295,12 @@ def build_model(args, vocab_size):
     return GPT(args, vocab_size)
 
 
+def compute_loss(model, x, y):
+    """The training loss of a batch: the mean cross-entropy of each position's next character. Replace it for
+    another loss; validation scores the plain cross-entropy, so runs stay comparable."""
+    return F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+
+
 # -----------------------------------------------------------------------------
 # training
 
@@ -493,9 +500,9 @@ def train_one_epoch(model, batches, optimizer, scheduler, args, pause, position)
     tokens, started = 0, time.time()  # this process's training tokens and time, for tokens_per_s
     with progress_bar(args.steps_per_epoch) as progress:
         for step in range(position["done"] if position else 0, args.steps_per_epoch):
-            for i in range(args.accumulate_steps):
+            for _ in range(args.accumulate_steps):
                 x, y = batches.next(device)
-                loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+                loss = compute_loss(model, x, y)
                 (loss / args.accumulate_steps).backward()
                 tally["losses"].append(loss.detach())
                 tokens += x.numel()
@@ -586,7 +593,7 @@ def sample_saved_run(args):
 def train(args, argv):
     """The whole run; returns the trained model."""
     STOP.clear()
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, request_stop)
     device = pick_device(args.device)
     set_seed(args.seed)
@@ -728,7 +735,7 @@ def main(argv=None):
         exit_stopped(argv, None, 0)
     except BrokenPipeError:  # `python train.py | head`: the reader has gone, so stop quietly, as `yes | head` does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python exits
-        raise SystemExit(141)
+        raise SystemExit(141) from None
     finally:
         unlock_run()
 
