@@ -11,15 +11,19 @@ command moves into place first."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import fcntl
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from generator.errors import TricksError, UsageError
+from generator.imports import PLACEHOLDER, import_block, merge_lines, write_block
 from generator.options import Options
 from generator.render import reason, render_project
 from generator.tricks import lookup
@@ -29,6 +33,7 @@ GENERATED = ("train.py", "README.md", "requirements.txt", "test_train.py", "ruff
 OPTIONAL = ("slurm.sbatch",)  # generated with some tricks only (--ddp): added and removed with them
 BASE = Path(".tricks") / "base"  # what tricks new or the last change rendered, untouched: the merge base
 STAGING = Path(".tricks") / "staging"
+LOCK = Path(".tricks") / "lock"  # held by the command changing the project: a second one is refused
 COMPLETE = "COMPLETE"  # in the staging folder: every staged file is whole, so moving them in may begin
 REMOVED = "REMOVED"  # in the staging folder: the generated files to delete, one per line
 
@@ -50,11 +55,30 @@ def keep_base(project: Path) -> None:
             shutil.copy2(project / name, base / name)
 
 
-def open_project(project: Path) -> tuple[Path, Options, str]:
-    """The project's folder, its recorded options and name; refused when it is not a tricks project."""
+@contextlib.contextmanager
+def opened(project: Path):
+    """The project's folder, its recorded options and name, locked for this command; refused when it is not a
+    tricks project, or when another tricks command is changing it."""
     project = Path(project).absolute()
     if not (project / ANSWERS).is_file():
         raise UsageError(f"{project} is not a tricks project: it has no {ANSWERS}")
+    try:
+        (project / LOCK.parent).mkdir(exist_ok=True)
+        lock = os.open(project / LOCK, os.O_RDWR | os.O_CREAT)
+    except OSError as err:
+        raise TricksError(f"cannot write in {project / LOCK.parent}: {reason(err)}") from None
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the kernel releases it however the command ends
+        except BlockingIOError:
+            raise UsageError(f"another tricks command is changing {project}; run this one when it has ended") from None
+        yield open_project(project)
+    finally:
+        os.close(lock)
+
+
+def open_project(project: Path) -> tuple[Path, Options, str]:
+    """The locked project, with what an earlier command left half done finished first."""
     finish_interrupted(project)
     options, name = Options.from_answers(project / ANSWERS)
     if not (project / BASE).is_dir():
@@ -68,10 +92,18 @@ def open_project(project: Path) -> tuple[Path, Options, str]:
 def finish_interrupted(project: Path) -> None:
     """An earlier command that was killed: a complete staging is moved into place, an incomplete one dropped."""
     staging = project / STAGING
-    if (staging / COMPLETE).exists():
+    if staging.is_dir() and (staging / COMPLETE).exists():
         move_in(project, staging)
-    elif staging.exists():
+    else:
+        discard(staging)
+
+
+def discard(staging: Path) -> None:
+    """Remove a staging folder, or whatever else stands at its name."""
+    if staging.is_dir() and not staging.is_symlink():
         shutil.rmtree(staging)
+    elif staging.exists() or staging.is_symlink():
+        staging.unlink()
 
 
 def markers_in(project: Path) -> list[str]:
@@ -85,7 +117,8 @@ def markers_in(project: Path) -> list[str]:
 
 
 def read(path: Path) -> str:
-    return path.read_text(encoding="utf-8")
+    """A file's text; bytes that are not UTF-8 (a latin-1 comment) are kept as they are, through the merge."""
+    return path.read_text(encoding="utf-8", errors="surrogateescape")
 
 
 def chosen_options(options: Options, add: list[str], remove: list[str]) -> Options:
@@ -109,19 +142,52 @@ def chosen_options(options: Options, add: list[str], remove: list[str]) -> Optio
     return Options.create(options.task, **dict.fromkeys(tricks, True))
 
 
-def merge_file(name: str, ours: Path, base: Path, theirs: Path) -> Merged:
-    """git merge-file of one file: the user's (ours), the old render (base), the new render (theirs)."""
+def merge_file(name: str, ours: Path, base: Path, theirs: Path, project: Path) -> Merged:
+    """The user's file (ours), the old render (base) and the new render (theirs), merged: requirements.txt's
+    lines and a script's import block as sets (generator/imports.py), the rest by git merge-file."""
+    texts = [read(ours), read(base) if base.exists() else "", read(theirs)]
+    if name == "requirements.txt":
+        lines = [[line for line in text.splitlines() if line.strip()] for text in texts]
+        text = "".join(line + "\n" for line in merge_lines(*lines))
+    elif name.endswith(".py") and all(blocks := [import_block(text) for text in texts]):
+        apart = [block.before + PLACEHOLDER + block.after for block in blocks]
+        text = merge_text(name, *apart).replace(PLACEHOLDER, merged_imports(*blocks, texts, project))
+    else:
+        text = merge_text(name, *texts)
+    conflicts = describe_conflicts(name, text)
+    status = "conflict" if conflicts else ("unchanged" if text == texts[0] else "updated")
+    return Merged(name, text, status, conflicts)
+
+
+def merged_imports(ours, base, theirs, texts: list[str], project: Path) -> str:
+    """The import block of the merge: a side's own text where the other left the imports as they were, else
+    the user's and the new render's changes together, in isort's order."""
+    if ours.items == base.items:
+        return block_text(texts[2], theirs)
+    if theirs.items == base.items:
+        return block_text(texts[0], ours)
+    return write_block((theirs.items - (base.items - ours.items)) | (ours.items - base.items), project)
+
+
+def block_text(text: str, block) -> str:
+    return text[len(block.before) : len(text) - len(block.after)]
+
+
+def merge_text(name: str, ours: str, base: str, theirs: str) -> str:
+    """git merge-file of three texts."""
     command = ["git", "merge-file", "-p", "-L", f"{name} (yours)", "-L", f"{name} (before)", "-L", f"{name} (new)"]
-    try:
-        result = subprocess.run([*command, ours, base, theirs], capture_output=True, check=False)
-    except FileNotFoundError:
-        raise TricksError("tricks add, remove and update need git (git merge-file) on the PATH") from None
+    with tempfile.TemporaryDirectory(prefix="tricks-merge-") as tmp:
+        paths = []
+        for side, text in zip(("ours", "base", "theirs"), (ours, base, theirs), strict=True):
+            paths.append(Path(tmp) / side)
+            paths[-1].write_text(text, encoding="utf-8", errors="surrogateescape")
+        try:
+            result = subprocess.run([*command, *paths], capture_output=True, check=False)
+        except FileNotFoundError:
+            raise TricksError("tricks add, remove and update need git (git merge-file) on the PATH") from None
     if result.returncode < 0 or result.returncode > 127:
         raise TricksError(f"git merge-file failed on {name}: {result.stderr.decode(errors='replace').strip()}")
-    text = result.stdout.decode("utf-8")
-    conflicts = describe_conflicts(name, text)
-    status = "conflict" if conflicts else ("unchanged" if text == read(ours) else "updated")
-    return Merged(name, text, status, conflicts)
+    return result.stdout.decode("utf-8", errors="surrogateescape")
 
 
 def describe_conflicts(name: str, text: str) -> list[str]:
@@ -150,12 +216,17 @@ def shorten(lines: list[str]) -> str:
 def change(project: Path, add=(), remove=(), *, update: bool = False, markers: bool = False) -> list[Merged]:
     """Merge the new render of the project's options (with `add`, without `remove`) into its files. With
     conflicts, nothing is written unless `markers`; then the files get git's markers, and the answers file
-    and the merge base stay as they were until the markers are gone."""
+    and the merge base move to the new render at once (as copier does): once the user has resolved the
+    markers, the project is what the command makes, and the next command works from there."""
     if not update and not add and not remove:
         raise UsageError("name the tricks to add or remove")
-    project, options, name = open_project(project)
-    if found := markers_in(project):
-        raise UsageError(f"{', '.join(found)} hold conflict markers from an earlier merge: resolve them first")
+    with opened(project) as (project, options, name):
+        if found := markers_in(project):
+            raise UsageError(f"{', '.join(found)} hold conflict markers from an earlier merge: resolve them first")
+        return merged_into(project, options, name, add, remove, markers)
+
+
+def merged_into(project: Path, options: Options, name: str, add, remove, markers: bool) -> list[Merged]:
     new_options = chosen_options(options, list(add), list(remove))
     with tempfile.TemporaryDirectory(prefix="tricks-") as tmp:
         theirs = render_project(new_options, name, Path(tmp))
@@ -167,11 +238,30 @@ def change(project: Path, add=(), remove=(), *, update: bool = False, markers: b
             elif file in OPTIONAL and base.exists() and not new.exists() and ours.exists():
                 merged.append(unrendered(file, ours, base))  # the trick that wrote it went
             elif ours.exists() and new.exists():  # a generated file the user deleted stays deleted
-                merged.append(merge_file(file, ours, base if base.exists() else os.devnull, new))
-        clean = not any(m.conflicts for m in merged)
-        if clean or markers:
-            stage(project, merged, theirs if clean else None)
+                merged.append(merge_file(file, ours, base, new, project))
+        if markers or not any(m.conflicts for m in merged):
+            check_replaceable(project, merged)
+            stage(project, merged, theirs)
     return merged
+
+
+def check_replaceable(project: Path, merged: list[Merged]) -> None:
+    """Refuse, before anything moves, a file the command cannot or should not replace: read-only (its mode says
+    keep it), immutable, or in a folder that refuses writes."""
+    for m in merged:
+        path = project / m.name
+        if m.status in ("unchanged", "added") or not path.exists():
+            continue
+        target = path.resolve()
+        if not os.stat(target).st_mode & stat.S_IWUSR:
+            raise TricksError(f"{path} is read-only; make it writable (chmod u+w) to let the command change it")
+        try:
+            with open(target, "ab"):  # opens for writing without changing a byte: fails on an immutable file
+                pass
+            probe = tempfile.NamedTemporaryFile(dir=target.parent, prefix=".tricks-probe-")
+            probe.close()
+        except OSError as err:
+            raise TricksError(f"cannot change {path}: {reason(err)}; nothing was changed") from None
 
 
 def unrendered(name: str, ours: Path, base: Path) -> Merged:
@@ -188,12 +278,12 @@ def stage(project: Path, merged: list[Merged], theirs: Path | None) -> None:
     """Write every changed file into the staging folder, mark it complete, then move the files in. With
     `theirs` (a clean merge), the answers file and the merge base move to the new render too."""
     staging = project / STAGING
-    shutil.rmtree(staging, ignore_errors=True)
     try:
+        discard(staging)
         (staging / BASE.name).mkdir(parents=True)
         for m in merged:
             if m.status not in ("unchanged", "removed"):
-                write_synced(staging / m.name, m.text.encode("utf-8"))
+                write_synced(staging / m.name, m.text.encode("utf-8", errors="surrogateescape"))
         write_synced(staging / REMOVED, "".join(f"{m.name}\n" for m in merged if m.status == "removed").encode())
         if theirs is not None:
             write_synced(staging / ANSWERS, (theirs / ANSWERS).read_bytes())
@@ -220,7 +310,7 @@ def move_in(project: Path, staging: Path) -> None:
     """Move a complete staging's files into place (each rename atomic), the base last; then drop it."""
     removed = read(staging / REMOVED).split() if (staging / REMOVED).exists() else []
     for path in sorted(p for p in staging.iterdir() if p.is_file() and p.name not in (COMPLETE, REMOVED)):
-        os.replace(path, project / path.name)
+        replace(path, project / path.name)
     for name in removed:
         (project / name).unlink(missing_ok=True)
     staged_base = staging / BASE.name
@@ -234,13 +324,29 @@ def move_in(project: Path, staging: Path) -> None:
     shutil.rmtree(staging)
 
 
+def replace(staged: Path, path: Path) -> None:
+    """Move a staged file in place of path, keeping path's mode; through a symbolic link, into the file it names
+    (staged beside it first: a rename does not cross file systems)."""
+    if path.is_symlink():
+        target = path.resolve()
+        beside = target.with_name(f".{target.name}.tricks-new")
+        shutil.copyfile(staged, beside)
+        os.chmod(beside, stat.S_IMODE(os.stat(target).st_mode))
+        os.replace(beside, target)
+        staged.unlink()  # last: a kill before it moves the file in again
+        return
+    if path.exists():
+        os.chmod(staged, stat.S_IMODE(os.stat(path).st_mode))
+    os.replace(staged, path)
+
+
 def diff(project: Path) -> str:
     """The user's own edits: each generated file against the render it came from, as a unified diff."""
-    project, _, _ = open_project(project)
-    chunks = []
-    for file in GENERATED:
-        ours, base = project / file, project / BASE / file
-        old = read(base).splitlines(keepends=True) if base.exists() else []
-        new = read(ours).splitlines(keepends=True) if ours.exists() else []
-        chunks += difflib.unified_diff(old, new, f"{file} (generated)", f"{file} (yours)")
-    return "".join(chunks)
+    with opened(project) as (project, _, _):
+        chunks = []
+        for file in GENERATED:
+            ours, base = project / file, project / BASE / file
+            old = read(base).splitlines(keepends=True) if base.exists() else []
+            new = read(ours).splitlines(keepends=True) if ours.exists() else []
+            chunks += difflib.unified_diff(old, new, f"{file} (generated)", f"{file} (yours)")
+        return "".join(chunks)

@@ -189,7 +189,10 @@ def plot(
     runs overlaid and labelled by folder and tricks."""
     from generator.plot import plot_runs
 
-    names = plot_runs(runs, out)
+    notes: list[str] = []
+    names = plot_runs(runs, out, notes)
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
     typer.echo(f"wrote {out}: {len(runs)} run{'s' if len(runs) > 1 else ''}, a panel each for {', '.join(names)}")
 
 
@@ -215,7 +218,8 @@ def report_change(merged, markers: bool) -> None:
             typer.echo(f"conflict: {line}", err=True)
         if markers:
             raise TricksError(
-                f"{len(conflicts)} conflict(s) marked in the files; resolve them, then run the command again"
+                f"{len(conflicts)} conflict(s) marked in the files; resolve them (the answers file already records "
+                "the change: there is no need to run the command again)"
             )
         raise TricksError(
             f"{len(conflicts)} conflict(s) with your edits; nothing was changed "

@@ -14,27 +14,68 @@ from generator.errors import TricksError, UsageError
 from generator.render import reason
 
 PANEL_INCHES, DPI, COLUMNS = (4.0, 3.0), 100, 3
+LEGEND_ROW_INCHES, LEGEND_CHAR_INCHES = 0.25, 0.07  # a legend entry's height, and a label character's width
 SKIP = {"epoch", "epoch_time_s"}  # the x axis, and the wall time, which compares machines rather than runs
 
 
-def read_run(folder: Path) -> tuple[str, dict, list[dict[str, float]]]:
+def read_run(folder: Path, notes: list[str] | None = None) -> tuple[str, dict, list[dict[str, float]]]:
     """A run's label (its folder and tricks), its options (from run.json; none for an older script's run)
-    and its metrics.csv rows, as numbers."""
+    and its metrics.csv rows, as numbers. A file that cannot be read as the scripts write it is refused in one
+    line naming it and the row; a last row cut short (a run still writing it, or killed) is skipped, noted."""
     metrics = folder / "metrics.csv"
     if not metrics.is_file():
         raise UsageError(f"{folder} holds no metrics.csv: not a run folder")
-    with open(metrics, newline="") as f:
-        rows = [
-            {key: float(value) for key, value in row.items() if value not in ("", None)} for row in csv.DictReader(f)
-        ]
-    if not rows:
-        raise UsageError(f"{metrics} holds no epoch yet")
+    rows = read_metrics(metrics, notes if notes is not None else [])
     label = folder.absolute().name
     try:
         info = json.loads((folder / "run.json").read_text())
         return f"{label} ({', '.join(info['tricks']) or 'no tricks'})", info["args"], rows
     except (OSError, ValueError, KeyError, TypeError):
         return label, {}, rows  # a run of an older script: its folder's name alone
+
+
+def read_metrics(path: Path, notes: list[str]) -> list[dict[str, float]]:
+    """metrics.csv's rows as numbers, checked: a header with epoch and at least one metric, every cell a number
+    (or empty: a column a later epoch added), no row longer than the header."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise TricksError(f"cannot read {path}: {reason(err)}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise UsageError(f"{path}: line {line} is not UTF-8 text: not a metrics.csv the scripts write") from None
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n") and len(lines) > 1:
+        notes.append(f"{path}: skipped the last row, cut short (a run still writing it?)")
+        lines = lines[:-1]
+    table = list(csv.reader(lines))
+    if not table or not any(table[0]):
+        raise UsageError(f"{path} is empty: no header, no epoch yet")
+    header = table[0]
+    if "epoch" not in header:
+        raise UsageError(f"{path} has no epoch column (its header: {','.join(header)[:80]})")
+    if len([name for name in header if name not in SKIP]) == 0:
+        raise UsageError(f"{path} has no metric besides {' and '.join(name for name in header if name in SKIP)}")
+    rows = []
+    for number, cells in enumerate(table[1:], 2):
+        if len(cells) > len(header):
+            raise UsageError(f"{path}: row {number} has {len(cells)} fields, the header {len(header)}")
+        row = {}
+        for name, cell in zip(header, cells, strict=False):
+            if cell == "":
+                continue
+            try:
+                row[name] = float(cell)
+            except ValueError:
+                raise UsageError(f"{path}: row {number}, column {name}: {cell[:20]!r} is not a number") from None
+        if "epoch" not in row:
+            raise UsageError(f"{path}: row {number} has no epoch")
+        rows.append(row)
+    if not rows:
+        raise UsageError(f"{path} holds no epoch yet")
+    return rows
 
 
 def labels_of(runs: list[tuple[str, dict, list]]) -> list[str]:
@@ -58,9 +99,12 @@ def panels_of(runs: list[tuple[str, dict, list[dict[str, float]]]]) -> list[str]
     return names
 
 
-def plot_runs(folders: list[Path], out: Path) -> list[str]:
-    """Draw the runs in `folders` into `out` (a PNG); returns the metrics drawn, a panel each."""
-    runs = [read_run(folder) for folder in folders]
+def plot_runs(folders: list[Path], out: Path, notes: list[str] | None = None) -> list[str]:
+    """Draw the runs in `folders` into `out` (a PNG); returns the metrics drawn, a panel each. Each run keeps
+    one colour (and line style) in every panel; the legend is the figure's, below the panels."""
+    if not out.name or out.name in (".", "..") or out.is_dir():
+        raise UsageError(f"--out {out}: name a PNG file to write, not a folder")
+    runs = [read_run(folder, notes) for folder in folders]
     names = panels_of(runs)
     try:
         import matplotlib
@@ -68,24 +112,8 @@ def plot_runs(folders: list[Path], out: Path) -> list[str]:
         raise TricksError("tricks plot needs matplotlib: pip install matplotlib") from None
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
-    columns = min(COLUMNS, len(names))
-    rows = math.ceil(len(names) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows), squeeze=False)
-    labels = labels_of(runs)
-    for ax, name in zip(axes.flat, names, strict=False):
-        for label, (_, _, metrics) in zip(labels, runs, strict=False):
-            points = [(row["epoch"], row[name]) for row in metrics if name in row]
-            if points:
-                ax.plot(*zip(*points, strict=False), marker="." if len(points) < 30 else None, label=label)
-        ax.set(title=name, xlabel="epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(True, alpha=0.3)
-    for ax in axes.flat[len(names) :]:
-        ax.remove()
-    axes.flat[0].legend(fontsize="small")
-    fig.tight_layout()
+    fig = figure_of(runs, names)
     tmp = out.with_name(out.name + ".tmp")
     try:
         fig.savefig(tmp, dpi=DPI, format="png")
@@ -96,3 +124,51 @@ def plot_runs(folders: list[Path], out: Path) -> list[str]:
     finally:
         plt.close(fig)
     return names
+
+
+def figure_of(runs: list[tuple[str, dict, list[dict[str, float]]]], names: list[str]):
+    """The figure: a panel per metric in `names`, a line per run, the legend below the panels."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    columns = min(COLUMNS, len(names))
+    rows = math.ceil(len(names) / columns)
+    labels = labels_of(runs)
+    width = PANEL_INCHES[0] * columns
+    per_row = max(1, min(len(labels), int(width / (1.0 + LEGEND_CHAR_INCHES * max(map(len, labels))))))  # handle: 1 in
+    legend_rows = math.ceil(len(labels) / per_row)
+    legend_inches = LEGEND_ROW_INCHES * legend_rows + 0.3
+    fig, axes = plt.subplots(rows, columns, figsize=(width, PANEL_INCHES[1] * rows + legend_inches), squeeze=False)
+    styles = run_styles(len(runs))
+    for ax, name in zip(axes.flat, names, strict=False):
+        for (_, _, metrics), label, style in zip(runs, labels, styles, strict=True):
+            points = [(row["epoch"], row[name]) for row in metrics if name in row]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="." if len(points) < 30 else None, label=label, **style)
+        ax.set(title=name, xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+    for ax in axes.flat[len(names) :]:
+        ax.remove()
+    handles = [plt.Line2D([], [], marker=".", **style) for style in styles]
+    fig.legend(handles, labels, loc="lower center", ncol=per_row, fontsize="small", frameon=False)
+    fig.tight_layout(rect=(0, legend_inches / fig.get_figheight(), 1, 1))
+    return fig
+
+
+def run_styles(count: int) -> list[dict]:
+    """A colour and line style per run: tab10's colours for up to 10 runs, tab20's for up to 20, then colours
+    spread along a perceptual map, the line style cycling too, so that neighbours in a long legend differ."""
+    import matplotlib
+
+    if count <= 10:
+        colours = matplotlib.colormaps["tab10"].colors[:count]
+    elif count <= 20:
+        colours = matplotlib.colormaps["tab20"].colors[:count]
+    else:
+        spread = matplotlib.colormaps["turbo"]
+        colours = [spread(0.05 + 0.9 * (i * 0.6180339887 % 1)) for i in range(count)]  # neighbours far apart
+    dashes = ["-", "--", "-.", ":"]
+    return [
+        {"color": colour, "linestyle": dashes[i // 10 % 4] if count > 10 else "-"} for i, colour in enumerate(colours)
+    ]
