@@ -163,7 +163,8 @@ def test_update_keeps_the_edits_and_takes_a_template_change(tmp_path, monkeypatc
     template = tmp_path / "template"
     shutil.copytree(change_module.render_project.__globals__["template_dir"](), template)
     skeleton = template / "templates" / "classify" / "train.py.j2"
-    text = skeleton.read_text().replace("# data and model: replace these two with your own", "# data and model: yours")
+    banner = "# data, model and loss: replace these with your own"
+    text = skeleton.read_text().replace(banner, "# data and model: yours")
     skeleton.write_text(text)
     arguments = template / "templates" / "args.j2"
     old = '{{ arg("--num-workers", '

@@ -305,7 +305,8 @@ def fake_slurm(tmp_path: Path) -> dict[str, str]:
 
 def test_slurm_sbatch_trains_and_after_sigterm_requeues_and_resumes(tmp_path, projects):
     """bash slurm.sbatch as SLURM runs it on one node; SIGTERM to the script alone (--signal=B:TERM): the run
-    saves and stops, the script requeues the job; the job's second start resumes the run to its end."""
+    saves and stops without a traceback, the script requeues the job; the job's second start resumes the run to
+    its end."""
     project = tmp_path / "project"
     render(project, "classify", ddp=True, seed=True)
     env = {**scratch_env(project), **fake_slurm(tmp_path), "PYTHONUNBUFFERED": "1"}
@@ -318,6 +319,9 @@ def test_slurm_sbatch_trains_and_after_sigterm_requeues_and_resumes(tmp_path, pr
     saved = checkpoint(out / "last.pt")["epoch"]
     assert saved == len(metrics(out)) < 40, stderr[-3000:]
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    # the ranks stop and exit 0, torchrun as after a success: no traceback of its own, no resume command to type
+    assert "Traceback" not in stderr and "SignalException" not in stderr, stderr[-3000:]
+    assert "the requeued job resumes there" in stderr and "Resume with" not in stderr
     again = subprocess.run(["bash", "slurm.sbatch", *map(str, ARGS)], cwd=project, env=env, capture_output=True,
                            text=True, timeout=300, check=False)  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]

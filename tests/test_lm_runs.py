@@ -206,7 +206,7 @@ def test_sample_takes_best_pt_and_the_trained_shape(tmp_path, script, monkeypatc
     run_main(module, ["--sample", "--out-dir", tmp_path])
     [(model, args)] = loaded
     assert same_tensors(model.state_dict(), best["model"]) and not same_tensors(model.state_dict(), last["model"])
-    assert args.block_size == 32 and args.n_embd == 32 and args.prompt == "\n"
+    assert args.block_size == 32 and args.n_embd == 32 and args.prompt is None  # the default: a newline
 
 
 def test_ema_samples_and_ends_with_the_average(tmp_path, script, monkeypatch):

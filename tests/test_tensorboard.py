@@ -55,14 +55,15 @@ def test_a_resumed_run_repeats_no_step_even_after_a_crash_that_logged_past_last_
 def test_the_writer_is_closed_on_every_way_out(tmp_path, rendered, monkeypatch, way_out):
     module = rendered("classify", tensorboard=True, seed=True)
     closed = []
-    writer = module.SummaryWriter
+    open_board = module.open_board
 
-    class Recorded(writer):
-        def close(self):
-            closed.append(str(self.log_dir))
-            super().close()
+    def recorded(*args, **kwargs):
+        board = open_board(*args, **kwargs)
+        close = board.close
+        board.close = lambda: (closed.append(str(board.log_dir)), close())
+        return board
 
-    monkeypatch.setattr(module, "SummaryWriter", Recorded)
+    monkeypatch.setattr(module, "open_board", recorded)
     argv = ["--epochs", 3, "--out-dir", tmp_path]
     if way_out == "ctrl-c":
         stop_after(module, monkeypatch, epoch=1)

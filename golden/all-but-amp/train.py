@@ -127,6 +127,10 @@ def parse_args(argv=None):
         "--monitor", choices=["val_loss", "val_acc"], default="val_loss", help="metric to watch (loss: lower is better)"
     )
     args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    if args.device == "mps" and not torch.backends.mps.is_available():
+        parser.error("--device mps: no MPS device is available")
     if args.resume == "auto":  # one command for the first start and every restart (a requeued job)
         if not args.out_dir:
             parser.error("--resume auto needs --out-dir, the run to start or continue")
@@ -140,10 +144,6 @@ def parse_args(argv=None):
             parser.error(f"{args.out_dir} holds a run: add --resume to continue it, or --overwrite to start afresh")
     elif args.resume:
         parser.error("--resume needs --out-dir, the run to continue")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    if args.device == "mps" and not torch.backends.mps.is_available():
-        parser.error("--device mps: no MPS device is available")
     return args
 
 
@@ -949,7 +949,7 @@ def exit_stopped(argv, out_dir, saved_epoch, saved_done=0):
     wait_for_writes()
     code = 128 + STOP.get("signal", signal.SIGINT)
     if not (saved_epoch or saved_done):
-        print("stopped before the first step ended: nothing new was saved", file=sys.stderr)
+        print("stopped before the run's first save: nothing was saved", file=sys.stderr)
         raise SystemExit(code)
     argv = [arg for i, arg in enumerate(argv) if not resume_word(argv, i)]
     if not any(arg == "--out-dir" or arg.startswith("--out-dir=") for arg in argv):

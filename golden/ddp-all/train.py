@@ -139,6 +139,10 @@ def parse_args(argv=None):
         "--monitor", choices=["val_loss", "val_acc"], default="val_loss", help="metric to watch (loss: lower is better)"
     )
     args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    if args.device == "mps" and not torch.backends.mps.is_available():
+        parser.error("--device mps: no MPS device is available")
     if args.resume == "auto":  # one command for the first start and every restart (a requeued job)
         if not args.out_dir:
             parser.error("--resume auto needs --out-dir, the run to start or continue")
@@ -152,10 +156,6 @@ def parse_args(argv=None):
             parser.error(f"{args.out_dir} holds a run: add --resume to continue it, or --overwrite to start afresh")
     elif args.resume:
         parser.error("--resume needs --out-dir, the run to continue")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    if args.device == "mps" and not torch.backends.mps.is_available():
-        parser.error("--device mps: no MPS device is available")
     return args
 
 
@@ -1081,17 +1081,20 @@ def exit_stopped(argv, out_dir, saved_epoch, saved_done=0):
     """Say where a stopped run stands and how to continue it; exit as the signal asks: 130 for Ctrl-C,
     143 for SIGTERM, 138 for SIGUSR1."""
     wait_for_writes()
-    code = 128 + STOP.get("signal", signal.SIGINT)
+    code = 0 if os.environ.get("TRICKS_REQUEUE") else 128 + STOP.get("signal", signal.SIGINT)
     if not (saved_epoch or saved_done):
-        print("stopped before the first step ended: nothing new was saved", file=sys.stderr)
+        print("stopped before the run's first save: nothing was saved", file=sys.stderr)
         raise SystemExit(code)
     argv = [arg for i, arg in enumerate(argv) if not resume_word(argv, i)]
     if not any(arg == "--out-dir" or arg.startswith("--out-dir=") for arg in argv):
         argv += ["--out-dir", str(out_dir)]
     command = shlex.join(launcher() + argv + ["--resume"])
     where = run_progress(saved_epoch, saved_done)
-    print(f"stopped: {out_dir / 'last.pt'} holds {where}. Resume with:", file=sys.stderr)
-    print(f"    {command}", file=sys.stderr)
+    if os.environ.get("TRICKS_REQUEUE"):  # slurm.sbatch: the job is queued again, and its next start resumes the run
+        print(f"stopped: {out_dir / 'last.pt'} holds {where}; the requeued job resumes there", file=sys.stderr)
+    else:
+        print(f"stopped: {out_dir / 'last.pt'} holds {where}. Resume with:", file=sys.stderr)
+        print(f"    {command}", file=sys.stderr)
     raise SystemExit(code)
 
 

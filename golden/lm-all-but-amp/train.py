@@ -109,7 +109,9 @@ def parse_args(argv=None):
     parser.add_argument(
         "--sample", action="store_true", help="print a sample of the run in --out-dir (best.pt, else last.pt) and exit"
     )
-    parser.add_argument("--prompt", default="\n", help="the text each sample continues")
+    parser.add_argument(
+        "--prompt", help="the text each sample continues (default: a newline, or the text's lowest character)"
+    )
     parser.add_argument("--sample-length", type=number(int, 1), default=200, help="characters per sample")
     parser.add_argument(
         "--temperature", type=number(float, 0, above=True), default=0.8, help="below 1: likelier characters"
@@ -156,6 +158,10 @@ def parse_args(argv=None):
     )
     parser.add_argument("--monitor", choices=["val_loss"], default="val_loss", help="metric to watch (lower is better)")
     args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    if args.device == "mps" and not torch.backends.mps.is_available():
+        parser.error("--device mps: no MPS device is available")
     if args.n_embd % args.n_head:
         parser.error(f"--n-embd {args.n_embd} must be a multiple of --n-head {args.n_head}")
     if args.sample:  # reads a run; the checks below are for training
@@ -175,10 +181,6 @@ def parse_args(argv=None):
             parser.error(f"{args.out_dir} holds a run: add --resume to continue it, or --overwrite to start afresh")
     elif args.resume:
         parser.error("--resume needs --out-dir, the run to continue")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    if args.device == "mps" and not torch.backends.mps.is_available():
-        parser.error("--device mps: no MPS device is available")
     return args
 
 
@@ -387,7 +389,9 @@ def check_data(train_data, val_data, vocab, args):
 
 
 def check_prompt(prompt, vocab):
-    """--prompt: at least one character, each one the text has."""
+    """--prompt, if given: at least one character, each one the text has."""
+    if prompt is None:
+        return
     unknown = "".join(sorted(set(prompt) - set(vocab)))
     if unknown:
         fail(f"--prompt {prompt!r} has characters that the text has not: {unknown!r}", 2)
@@ -554,9 +558,12 @@ def generate(model, vocab, args, generator):
     model.eval()
     device = next(model.parameters()).device
     index = {char: i for i, char in enumerate(vocab)}
-    tokens = torch.tensor([[index[char] for char in args.prompt]], device=device)
+    prompt = args.prompt if args.prompt is not None else "\n" if "\n" in index else vocab[0]
+    tokens = torch.tensor([[index[char] for char in prompt]], device=device)
     for _ in range(args.sample_length):
-        logits = model(tokens[:, -args.block_size :])[:, -1].float() / args.temperature
+        logits = model(tokens[:, -args.block_size :])[:, -1].float()
+        # less the largest first: at a tiny --temperature the quotients stay finite (the likeliest character wins)
+        logits = (logits - logits.max(dim=-1, keepdim=True).values) / args.temperature
         next_token = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
         tokens = torch.cat([tokens, next_token], dim=1)
     return "".join(vocab[i] for i in tokens[0].tolist())
@@ -999,7 +1006,7 @@ def exit_stopped(argv, out_dir, saved_epoch, saved_done=0):
     wait_for_writes()
     code = 128 + STOP.get("signal", signal.SIGINT)
     if not (saved_epoch or saved_done):
-        print("stopped before the first step ended: nothing new was saved", file=sys.stderr)
+        print("stopped before the run's first save: nothing was saved", file=sys.stderr)
         raise SystemExit(code)
     argv = [arg for i, arg in enumerate(argv) if not resume_word(argv, i)]
     if not any(arg == "--out-dir" or arg.startswith("--out-dir=") for arg in argv):

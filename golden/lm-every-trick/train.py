@@ -47,7 +47,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 RUN_FILES = ("metrics.csv", "last.pt", "last.pt.prev", "best.pt", "run.json")  # --overwrite removes them
@@ -130,7 +129,9 @@ def parse_args(argv=None):
     parser.add_argument(
         "--sample", action="store_true", help="print a sample of the run in --out-dir (best.pt, else last.pt) and exit"
     )
-    parser.add_argument("--prompt", default="\n", help="the text each sample continues")
+    parser.add_argument(
+        "--prompt", help="the text each sample continues (default: a newline, or the text's lowest character)"
+    )
     parser.add_argument("--sample-length", type=number(int, 1), default=200, help="characters per sample")
     parser.add_argument(
         "--temperature", type=number(float, 0, above=True), default=0.8, help="below 1: likelier characters"
@@ -205,6 +206,10 @@ def parse_args(argv=None):
         help="log the training loss and learning rate every N optimizer steps",
     )
     args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    if args.device == "mps" and not torch.backends.mps.is_available():
+        parser.error("--device mps: no MPS device is available")
     if args.n_embd % args.n_head:
         parser.error(f"--n-embd {args.n_embd} must be a multiple of --n-head {args.n_head}")
     if args.sample:  # reads a run; the checks below are for training
@@ -224,10 +229,6 @@ def parse_args(argv=None):
             parser.error(f"{args.out_dir} holds a run: add --resume to continue it, or --overwrite to start afresh")
     elif args.resume:
         parser.error("--resume needs --out-dir, the run to continue")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    if args.device == "mps" and not torch.backends.mps.is_available():
-        parser.error("--device mps: no MPS device is available")
     return args
 
 
@@ -437,7 +438,9 @@ def check_data(train_data, val_data, vocab, args):
 
 
 def check_prompt(prompt, vocab):
-    """--prompt: at least one character, each one the text has."""
+    """--prompt, if given: at least one character, each one the text has."""
+    if prompt is None:
+        return
     unknown = "".join(sorted(set(prompt) - set(vocab)))
     if unknown:
         fail(f"--prompt {prompt!r} has characters that the text has not: {unknown!r}", 2)
@@ -563,6 +566,16 @@ class EarlyStopping:
             state["best_epoch"],
             state["stale_epochs"],
         )
+
+
+def open_board(out_dir, purge_step):
+    """The run's SummaryWriter, in RUN/tensorboard. The tensorboard package is imported here alone: --help and
+    the checks of a run work without it, and a run without it stops in one line."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        fail("--tensorboard needs the tensorboard package: pip install tensorboard", 2)
+    return SummaryWriter(out_dir / "tensorboard", purge_step=purge_step)
 
 
 CPU_GROUP = []  # a gloo process group on the CPU, made by init_distributed
@@ -722,9 +735,12 @@ def generate(model, vocab, args, generator):
     model.eval()
     device = next(model.parameters()).device
     index = {char: i for i, char in enumerate(vocab)}
-    tokens = torch.tensor([[index[char] for char in args.prompt]], device=device)
+    prompt = args.prompt if args.prompt is not None else "\n" if "\n" in index else vocab[0]
+    tokens = torch.tensor([[index[char] for char in prompt]], device=device)
     for _ in range(args.sample_length):
-        logits = model(tokens[:, -args.block_size :])[:, -1].float() / args.temperature
+        logits = model(tokens[:, -args.block_size :])[:, -1].float()
+        # less the largest first: at a tiny --temperature the quotients stay finite (the likeliest character wins)
+        logits = (logits - logits.max(dim=-1, keepdim=True).values) / args.temperature
         next_token = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
         tokens = torch.cat([tokens, next_token], dim=1)
     return "".join(vocab[i] for i in tokens[0].tolist())
@@ -829,7 +845,7 @@ def train(args, argv):
     # optimizer step; purge_step: on resume, events logged after last.pt's step are dropped, so no step shows twice
     board = None
     if dist.get_rank() == 0:  # rank 0 alone writes events
-        board = SummaryWriter(out_dir / "tensorboard", purge_step=scheduler.last_epoch + 1)
+        board = open_board(out_dir, purge_step=scheduler.last_epoch + 1)
     if dist.get_rank() == 0:  # rank 0 alone writes files
         info = {"task": SCRIPT["task"], "tricks": TRICKS, "args": vars(args)}  # what the run is, beside its metrics
         write_atomic(out_dir / "run.json", json.dumps(info, indent=1).encode())
@@ -1221,17 +1237,20 @@ def exit_stopped(argv, out_dir, saved_epoch, saved_done=0):
     """Say where a stopped run stands and how to continue it; exit as the signal asks: 130 for Ctrl-C,
     143 for SIGTERM, 138 for SIGUSR1."""
     wait_for_writes()
-    code = 128 + STOP.get("signal", signal.SIGINT)
+    code = 0 if os.environ.get("TRICKS_REQUEUE") else 128 + STOP.get("signal", signal.SIGINT)
     if not (saved_epoch or saved_done):
-        print("stopped before the first step ended: nothing new was saved", file=sys.stderr)
+        print("stopped before the run's first save: nothing was saved", file=sys.stderr)
         raise SystemExit(code)
     argv = [arg for i, arg in enumerate(argv) if not resume_word(argv, i)]
     if not any(arg == "--out-dir" or arg.startswith("--out-dir=") for arg in argv):
         argv += ["--out-dir", str(out_dir)]
     command = shlex.join(launcher() + argv + ["--resume"])
     where = run_progress(saved_epoch, saved_done)
-    print(f"stopped: {out_dir / 'last.pt'} holds {where}. Resume with:", file=sys.stderr)
-    print(f"    {command}", file=sys.stderr)
+    if os.environ.get("TRICKS_REQUEUE"):  # slurm.sbatch: the job is queued again, and its next start resumes the run
+        print(f"stopped: {out_dir / 'last.pt'} holds {where}; the requeued job resumes there", file=sys.stderr)
+    else:
+        print(f"stopped: {out_dir / 'last.pt'} holds {where}. Resume with:", file=sys.stderr)
+        print(f"    {command}", file=sys.stderr)
     raise SystemExit(code)
 
 

@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 RUN_FILES = ("metrics.csv", "last.pt", "last.pt.prev", "best.pt", "run.json")  # --overwrite removes them
@@ -111,6 +110,10 @@ def parse_args(argv=None):
         help="log the training loss and learning rate every N optimizer steps",
     )
     args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    if args.device == "mps" and not torch.backends.mps.is_available():
+        parser.error("--device mps: no MPS device is available")
     if args.resume == "auto":  # one command for the first start and every restart (a requeued job)
         if not args.out_dir:
             parser.error("--resume auto needs --out-dir, the run to start or continue")
@@ -124,10 +127,6 @@ def parse_args(argv=None):
             parser.error(f"{args.out_dir} holds a run: add --resume to continue it, or --overwrite to start afresh")
     elif args.resume:
         parser.error("--resume needs --out-dir, the run to continue")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    if args.device == "mps" and not torch.backends.mps.is_available():
-        parser.error("--device mps: no MPS device is available")
     return args
 
 
@@ -242,6 +241,16 @@ def check_inputs(train_loader):
     x = batch[0] if isinstance(batch, (tuple, list)) else batch
     if x.is_floating_point() and x.dtype != torch.get_default_dtype():
         fail(f"build_data gives {x.dtype} inputs, the model's weights are {torch.get_default_dtype()}: convert them", 2)
+
+
+def open_board(out_dir, purge_step):
+    """The run's SummaryWriter, in RUN/tensorboard. The tensorboard package is imported here alone: --help and
+    the checks of a run work without it, and a run without it stops in one line."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        fail("--tensorboard needs the tensorboard package: pip install tensorboard", 2)
+    return SummaryWriter(out_dir / "tensorboard", purge_step=purge_step)
 
 
 def new_tally():
@@ -473,7 +482,7 @@ def train(args, argv):
         print(f"resuming {out_dir} after {run_progress(saved_epoch, position['done'] if position else 0)}")
     # TensorBoard's event files go to RUN/tensorboard (see them with: tensorboard --logdir runs), on one axis, the
     # optimizer step; purge_step: on resume, events logged after last.pt's step are dropped, so no step shows twice
-    board = SummaryWriter(out_dir / "tensorboard", purge_step=scheduler.last_epoch + 1)
+    board = open_board(out_dir, purge_step=scheduler.last_epoch + 1)
     info = {"task": SCRIPT["task"], "tricks": TRICKS, "args": vars(args)}  # what the run is, beside its metrics
     write_atomic(out_dir / "run.json", json.dumps(info, indent=1).encode())
 
@@ -816,7 +825,7 @@ def exit_stopped(argv, out_dir, saved_epoch, saved_done=0):
     wait_for_writes()
     code = 128 + STOP.get("signal", signal.SIGINT)
     if not (saved_epoch or saved_done):
-        print("stopped before the first step ended: nothing new was saved", file=sys.stderr)
+        print("stopped before the run's first save: nothing was saved", file=sys.stderr)
         raise SystemExit(code)
     argv = [arg for i, arg in enumerate(argv) if not resume_word(argv, i)]
     if not any(arg == "--out-dir" or arg.startswith("--out-dir=") for arg in argv):
