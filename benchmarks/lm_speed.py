@@ -127,7 +127,7 @@ def hand_written(size: str, out_dir: Path, module) -> None:
             )
             val_loss = total_loss / val_windows[:, 1:].numel()
             sampler = torch.Generator().manual_seed(0)
-            tokens = torch.tensor([[index[char] for char in args.prompt]])
+            tokens = torch.tensor([[index[char] for char in args.prompt or "\n"]])  # the script's default: a newline
             for _ in range(args.sample_length):
                 logits = model(tokens[:, -args.block_size :])[:, -1] / args.temperature
                 tokens = torch.cat([tokens, torch.multinomial(logits.softmax(-1), 1, generator=sampler)], dim=1)

@@ -269,7 +269,8 @@ def diff_command(project: ProjectOption = Path(".")) -> None:
     """Your own edits: the project's files against what torch-tricks generated for them."""
     from generator.change import diff
 
-    typer.echo(diff(project), nl=False)
+    # as bytes: a file's bytes that are not UTF-8 (kept through the merges) show as they are
+    typer.echo(diff(project).encode("utf-8", errors="surrogateescape"), nl=False)
 
 
 @app.command("list")

@@ -29,7 +29,7 @@ def import_block(text: str) -> Block | None:
     comment, no code between them); else None, and the file is merged as text."""
     try:
         body = ast.parse(text).body
-    except SyntaxError:
+    except (SyntaxError, ValueError, UnicodeError):  # not Python, or bytes that are not UTF-8: merged as text
         return None
     start = 1 if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) else 0
     nodes = []

@@ -55,7 +55,7 @@ def edit(text: str, task: str) -> str:
             ('default=1e-3, help="peak learning rate"', 'default=3e-3, help="peak learning rate"'),
         ]
     edits += [
-        ('"""\n\nimport argparse\n', '"""\n\nimport argparse\nimport json\n'),
+        ("\nimport io\n", "\nimport io\nimport itertools\n"),
         ("# -----------------------------------------------------------------------------\n# training\n",
          HELPER + "# -----------------------------------------------------------------------------\n# training\n"),
         ("            summary = f", "            summary = f\"my \" f"),

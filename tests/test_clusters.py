@@ -165,18 +165,35 @@ def test_a_stop_mid_epoch_saves_that_step_and_resumes_bit_identical(
 
 
 def test_save_every_steps_saves_mid_epoch_and_a_kill_resumes_from_there(tmp_path, projects, uninterrupted):
-    """kill -9 (no chance to save) mid-run: --save-every-steps 3 left a save at most 3 steps back, which
-    resumes to the uninterrupted run; the option may change on resume, since it changes nothing computed."""
+    """kill -9 (no chance to save) once a save mid-epoch is on disk: --save-every-steps 3 saved at a multiple
+    of 3 steps within the epoch, and the resume continues from that batch to the uninterrupted run; the option
+    may change on resume, since it changes nothing computed. (A no-op option would leave no save mid-epoch.)"""
     out = tmp_path / "run"
     process = start(projects["seed"], *ARGS, "--out-dir", out, "--save-every-steps", 3)
-    wait_for_rows(out, 2, process)
-    time.sleep(0.03)
-    process.kill()
-    process.communicate()
-    saved = checkpoint(out / "last.pt")
-    ok(run_script(projects["seed"], *ARGS, "--out-dir", out, "--resume", "--save-every-steps", 5))
+    try:
+        saved = wait_for_a_save_mid_epoch(out, process, after_epoch=1)
+    finally:
+        process.kill()
+        process.communicate()
+    assert saved["scheduler"]["last_epoch"] % 3 == 0, "saved at a multiple of --save-every-steps"
+    resumed = ok(run_script(projects["seed"], *ARGS, "--out-dir", out, "--resume", "--save-every-steps", 5))
+    epoch, done = saved["epoch"], saved["position"]["done"]
+    assert f"resuming {out} after epoch {epoch} and {done} batches of epoch {epoch + 1}" in resumed.stdout
     same_run(out, uninterrupted["one"])
-    assert saved["epoch"] >= 2
+
+
+def wait_for_a_save_mid_epoch(out: Path, process, after_epoch: int, timeout: float = 180) -> dict:
+    """Poll last.pt (replaced atomically: a read sees a whole file) until it holds a save within an epoch
+    after `after_epoch`; returns it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before a save mid-epoch"
+        if (out / "last.pt").exists():
+            saved = checkpoint(out / "last.pt")
+            if saved["epoch"] >= after_epoch and saved["position"] is not None:
+                return saved
+        time.sleep(0.01)
+    raise AssertionError("no save mid-epoch in time")
 
 
 # -----------------------------------------------------------------------------

@@ -141,10 +141,11 @@ def test_the_default_render_stays_short(renders):
     checkpoint_at, the epoch's tally and, for the classifier, its order of batches), --save-every-steps,
     --resume auto, SIGUSR1 and a signal delivered twice counting once. Issue 24 added the classifier's reading
     of real data (about 125: an order and per-sample random streams of the run's own, workers that ignore the
-    stop signals, a resume that skips by indices) and a loss function per task."""
+    stop signals, a resume that skips by indices) and a loss function per task; the language model's default
+    prompt and a sampling safe at any temperature took 4."""
     assert len((renders / "classify" / "train.py").read_text().splitlines()) <= 817
     assert len((renders / "gan" / "train.py").read_text().splitlines()) <= 750
-    assert len((renders / "lm" / "train.py").read_text().splitlines()) <= 882
+    assert len((renders / "lm" / "train.py").read_text().splitlines()) <= 890
 
 
 def test_ruff_is_the_pinned_version():

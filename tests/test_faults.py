@@ -634,7 +634,7 @@ def test_ctrl_c_twice_at_start_up_exits_130_without_a_traceback(tmp_path, module
     with pytest.raises(SystemExit) as exit_info:
         run_main(module, ["--epochs", 5, "--out-dir", tmp_path / "run"])
     assert exit_info.value.code == 130
-    assert one_line(capsys.readouterr().err) == "stopped before the first step ended: nothing new was saved"
+    assert one_line(capsys.readouterr().err) == "stopped before the run's first save: nothing was saved"
 
 
 @pytest.mark.slow  # a training script in a process of its own

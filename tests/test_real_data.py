@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from tests.helpers import checkpoint, max_difference, metrics, render, run_script, same_tensors
+from tests.helpers import checkpoint, max_difference, metrics, render, run_script, same_tensors, scratch_env
 from tests.real_data import edit
-from tests.test_ddp import torchrun
+from tests.test_ddp import TORCHRUN, torchrun
 
 pytestmark = pytest.mark.slow  # each test runs the edited script in processes of its own
 
@@ -111,3 +111,32 @@ def test_two_ranks_draw_their_own_augmentation_and_equal_one_process_with_twice_
     ok(run_script(project, *common, "--batch-size", 50, "--out-dir", tmp_path / "one"))
     two, one = checkpoint(tmp_path / "two" / "last.pt"), checkpoint(tmp_path / "one" / "last.pt")
     assert max_difference(two["model"], one["model"]) < 1e-5
+
+
+def test_under_torchrun_a_signal_to_the_whole_group_with_workers_stops_and_resumes_exactly(tmp_path):
+    """torchrun, 2 ranks, each with 2 DataLoader workers; SIGTERM to every process of the job in epoch 2: the
+    ranks stop at one step with one message (rank 0's), the workers ignore it; the same command resumes to the
+    uninterrupted run's weights."""
+    project = edit(render(tmp_path / "p", "classify", ddp=True, seed=True), batch_norm=False)
+    common = ["--epochs", 3, "--seed", 9, "--batch-size", 32, "--num-workers", 2]
+    ok(torchrun(project, *common, "--out-dir", tmp_path / "whole"))
+    out, loads = tmp_path / "run", tmp_path / "loads"
+    process = subprocess.Popen(
+        [*TORCHRUN, *map(str, [*common, "--out-dir", out])], cwd=project, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**scratch_env(project), "PYTHONUNBUFFERED": "1", "SLOW": "0.0005", "LOADS": str(loads)},
+    )  # fmt: skip
+    try:
+        wait_for_loads(process, loads, 2 + 2000 + 10 * 64)  # each rank's check_inputs, epoch 1, then 10 batches
+        os.killpg(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert "exited unexpectedly" not in stderr and 'train.py", line' not in stderr, stderr[-3000:]
+    assert stderr.count("SIGTERM: stopping after this step") == 1, stderr[-3000:]
+    saved = checkpoint(out / "last.pt")
+    assert saved["epoch"] == 1 and saved["position"] is not None, "stopped within epoch 2"
+    ok(torchrun(project, *common, "--out-dir", out, "--resume"))
+    assert same_tensors(checkpoint(out / "last.pt")["model"], checkpoint(tmp_path / "whole" / "last.pt")["model"])
+    assert metrics(out) == metrics(tmp_path / "whole")

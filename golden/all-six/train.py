@@ -519,23 +519,30 @@ class PerSample(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.dataset)
 
+    def __getitems__(self, keys):
+        """A batch's samples (the DataLoader asks for a batch at once), each drawn with torch's (on the CPU), numpy's
+        and Python's random streams seeded from its own seed."""
+        samples = []
+        with streams_kept():
+            for seed, index in keys:
+                torch.random.default_generator.manual_seed(seed)
+                random.seed(seed)
+                np.random.seed(seed % 2**32)
+                samples.append(self.dataset[index])
+        return samples
+
     def __getitem__(self, key):
-        seed, index = key
-        with seeded(seed):
-            return self.dataset[index]
+        return self.__getitems__([key])[0]
 
 
 @contextmanager
-def seeded(seed):
-    """torch's (on the CPU), numpy's and Python's random streams seeded for one sample, then given back as they
-    were: in the main process (--num-workers 0), the run's own streams go on as if no sample had been loaded."""
+def streams_kept():
+    """The process's random streams, given back as they were after the block: in the main process (--num-workers
+    0), the run's own streams go on as if no sample had been loaded."""
     python = random.getstate()
     numpy = np.random.get_state()
     try:
         with torch.random.fork_rng(devices=[]):
-            torch.random.default_generator.manual_seed(seed)
-            random.seed(seed)
-            np.random.seed(seed % 2**32)
             yield
     finally:
         random.setstate(python)

@@ -432,21 +432,28 @@ class PerSample(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.dataset)
 
+    def __getitems__(self, keys):
+        """A batch's samples (the DataLoader asks for a batch at once), each drawn with torch's (on the CPU)
+        and Python's random streams seeded from its own seed."""
+        samples = []
+        with streams_kept():
+            for seed, index in keys:
+                torch.random.default_generator.manual_seed(seed)
+                random.seed(seed)
+                samples.append(self.dataset[index])
+        return samples
+
     def __getitem__(self, key):
-        seed, index = key
-        with seeded(seed):
-            return self.dataset[index]
+        return self.__getitems__([key])[0]
 
 
 @contextmanager
-def seeded(seed):
-    """torch's (on the CPU) and Python's random streams seeded for one sample, then given back as they
-    were: in the main process (--num-workers 0), the run's own streams go on as if no sample had been loaded."""
+def streams_kept():
+    """The process's random streams, given back as they were after the block: in the main process (--num-workers
+    0), the run's own streams go on as if no sample had been loaded."""
     python = random.getstate()
     try:
         with torch.random.fork_rng(devices=[]):
-            torch.random.default_generator.manual_seed(seed)
-            random.seed(seed)
             yield
     finally:
         random.setstate(python)
