@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/gan_ring.py
 	$(BIN)/python benchmarks/lm_speed.py
 	$(BIN)/python benchmarks/lm_speed.py --compile --repeats 3
+	$(BIN)/python benchmarks/resume_skip.py > benchmarks/results/resume_skip.txt
 
 clean:
 	rm -rf demo .pytest_cache .ruff_cache
