@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import checkpoint, max_difference, metrics, render, run_script, same_tensors, scratch_env
 from tests.real_data import edit
-from tests.test_ddp import TORCHRUN, torchrun
+from tests.test_ddp import TORCHRUN, ok, torchrun
 
 pytestmark = pytest.mark.slow  # each test runs the edited script in processes of its own
 
@@ -22,11 +22,6 @@ COMMON = ["--epochs", 3, "--seed", 5, "--threads", 1]
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     return edit(render(tmp_path_factory.mktemp("real") / "p", "classify", seed=True))
-
-
-def ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
 @pytest.fixture(scope="module")
