@@ -22,16 +22,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from generator.base import ANSWERS, BASE, GENERATED
 from generator.errors import TricksError, UsageError
 from generator.imports import PLACEHOLDER, import_block, merge_lines, write_block
 from generator.options import Options
 from generator.render import reason, render_project
 from generator.tricks import lookup
 
-ANSWERS = ".tricks-answers.yml"
-GENERATED = ("train.py", "README.md", "requirements.txt", "test_train.py", "ruff.toml", "slurm.sbatch")
 OPTIONAL = ("slurm.sbatch",)  # generated with some tricks only (--ddp): added and removed with them
-BASE = Path(".tricks") / "base"  # what tricks new or the last change rendered, untouched: the merge base
 STAGING = Path(".tricks") / "staging"
 LOCK = Path(".tricks") / "lock"  # held by the command changing the project: a second one is refused
 COMPLETE = "COMPLETE"  # in the staging folder: every staged file is whole, so moving them in may begin
@@ -44,15 +42,6 @@ class Merged:
     text: str  # the merged file (with conflict markers where the two sides met)
     status: str  # updated, unchanged, conflict; added or removed (an OPTIONAL file)
     conflicts: list[str]  # per conflict: where it is and its two sides, in a line
-
-
-def keep_base(project: Path) -> None:
-    """Copy the freshly rendered files into project/.tricks/base: the merge base of later changes."""
-    base = project / BASE
-    base.mkdir(parents=True, exist_ok=True)
-    for name in (*GENERATED, ANSWERS):
-        if (project / name).exists():
-            shutil.copy2(project / name, base / name)
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ from pathlib import Path
 from jinja2 import BytecodeCache
 
 from generator import __version__
+from generator.base import keep_base
 from generator.errors import TemplateError, TricksError
 from generator.options import Options
 
@@ -95,8 +96,6 @@ def generate(options: Options, dest: Path, *, force: bool = False) -> list[Path]
     except OSError as err:
         raise TricksError(f"cannot write in {dest.parent}: {reason(err)}") from None
     try:
-        from generator.change import keep_base  # change.py imports this module
-
         project = render_project(options, dest.name, staging)
         keep_base(project)  # the merge base of tricks add, remove and update
         if not dest.exists():
