@@ -263,9 +263,9 @@ def unrendered(name: str, ours: Path, base: Path) -> Merged:
     )
 
 
-def stage(project: Path, merged: list[Merged], theirs: Path | None) -> None:
-    """Write every changed file into the staging folder, mark it complete, then move the files in. With
-    `theirs` (a clean merge), the answers file and the merge base move to the new render too."""
+def stage(project: Path, merged: list[Merged], theirs: Path) -> None:
+    """Write every changed file into the staging folder, with the answers file and the merge base of the new
+    render (`theirs`), mark it complete, then move the files in."""
     staging = project / STAGING
     try:
         discard(staging)
@@ -274,13 +274,12 @@ def stage(project: Path, merged: list[Merged], theirs: Path | None) -> None:
             if m.status not in ("unchanged", "removed"):
                 write_synced(staging / m.name, m.text.encode("utf-8", errors="surrogateescape"))
         write_synced(staging / REMOVED, "".join(f"{m.name}\n" for m in merged if m.status == "removed").encode())
-        if theirs is not None:
-            write_synced(staging / ANSWERS, (theirs / ANSWERS).read_bytes())
-            for file in (*GENERATED, ANSWERS):
-                if (theirs / file).exists():
-                    write_synced(staging / BASE.name / file, (theirs / file).read_bytes())
-                else:
-                    write_synced(staging / BASE.name / (file + ".none"), b"")  # no longer generated
+        write_synced(staging / ANSWERS, (theirs / ANSWERS).read_bytes())
+        for file in (*GENERATED, ANSWERS):
+            if (theirs / file).exists():
+                write_synced(staging / BASE.name / file, (theirs / file).read_bytes())
+            else:
+                write_synced(staging / BASE.name / (file + ".none"), b"")  # no longer generated
         write_synced(staging / COMPLETE, b"")
     except OSError as err:
         shutil.rmtree(staging, ignore_errors=True)
