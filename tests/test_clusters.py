@@ -184,16 +184,23 @@ def test_save_every_steps_saves_mid_epoch_and_a_kill_resumes_from_there(tmp_path
 
 def wait_for_a_save_mid_epoch(out: Path, process, after_epoch: int, timeout: float = 180) -> dict:
     """Poll last.pt (replaced atomically: a read sees a whole file) until it holds a save within an epoch
-    after `after_epoch`; returns it."""
+    after `after_epoch`; then stop the process (SIGSTOP) and read last.pt again, since a later save may have
+    replaced it meanwhile: returns the save that stays on disk, the process stopped (to be killed)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, "the run ended before a save mid-epoch"
-        if (out / "last.pt").exists():
+        if (out / "last.pt").exists() and saved_mid_epoch(checkpoint(out / "last.pt"), after_epoch):
+            process.send_signal(signal.SIGSTOP)
             saved = checkpoint(out / "last.pt")
-            if saved["epoch"] >= after_epoch and saved["position"] is not None:
+            if saved_mid_epoch(saved, after_epoch):
                 return saved
+            process.send_signal(signal.SIGCONT)  # an epoch's end was saved in between: look again
         time.sleep(0.01)
     raise AssertionError("no save mid-epoch in time")
+
+
+def saved_mid_epoch(saved: dict, after_epoch: int) -> bool:
+    return saved["epoch"] >= after_epoch and saved["position"] is not None
 
 
 # -----------------------------------------------------------------------------
