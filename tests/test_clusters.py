@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from generator.change import change
+from tests.faults import SIX, start, wait_for_rows
 from tests.goldens import TINY_LM
 from tests.helpers import (
     checkpoint,
@@ -30,7 +31,6 @@ from tests.helpers import (
     scratch_env,
 )
 from tests.test_ddp import ok
-from tests.test_faults import SIX, start, wait_for_rows
 
 pytestmark = pytest.mark.slow  # training scripts in processes of their own
 
