@@ -60,14 +60,30 @@ def test_each_choice_keeps_accumulation_exact_and_resume_bit_identical(
 
 @pytest.mark.parametrize(("optimizer", "schedule"), [("sgd", "warmup-cosine"), ("adamw", "constant")])
 def test_the_gan_takes_the_choices_too(tmp_path, rendered, optimizer, schedule):
+    """Both models' optimizers are the one chosen (AdamW: decoupled weight decay, which Adam's groups also name
+    but set False; SGD: momentum, which Adam's lack), with WGAN-GP's betas and --weight-decay on the weights
+    alone; the lr column is the chosen schedule's."""
     module = rendered("gan", gp=True, seed=True)
     argv = ["--epochs", 2, "--steps-per-epoch", 5, "--n-critic", 2, *choice_args(optimizer, schedule)]
     run_main(module, [*argv, "--out-dir", tmp_path])
     saved = checkpoint(tmp_path / "last.pt")
-    kinds = {"sgd": "momentum", "adamw": "amsgrad"}  # a key each optimizer's param groups carry
     for name in ("critic_optimizer", "generator_optimizer"):
-        assert kinds[optimizer] in saved[name]["param_groups"][0]
-    assert [float(row["lr"]) for row in metrics(tmp_path)] != [], "it trained"
+        decayed, kept = saved[name]["param_groups"]
+        assert (decayed["weight_decay"], kept["weight_decay"]) == (0.05, 0.0)
+        if optimizer == "adamw":
+            assert decayed["decoupled_weight_decay"] is True and decayed["betas"] == (0.5, 0.9)
+        else:
+            assert decayed["momentum"] == 0.9 and "betas" not in decayed
+    args = module.parse_args([str(arg) for arg in argv])
+    scheduler = module.build_scheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=args.lr), args, 10)
+    expected = []
+    for _ in range(2):  # two epochs of 5 generator steps
+        for _ in range(5):
+            scheduler.optimizer.step()
+            scheduler.step()
+        expected.append(scheduler.get_last_lr()[0])
+    assert [float(row["lr"]) for row in metrics(tmp_path)] == pytest.approx(expected, rel=1e-12)
+    assert (expected[0] == expected[1]) == (schedule == "constant")
 
 
 @pytest.mark.parametrize("task", ["classify", "gan"])

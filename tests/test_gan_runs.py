@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers import checkpoint, metrics, run_main
+from tests.helpers import checkpoint, metrics, run_main, same_tensors
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,9 @@ def test_wgan_gp_with_every_other_trick(tmp_path, script):
     assert {"critic_grad_norm", "generator_grad_norm", "skipped_steps"} <= set(rows[0])
     assert all(math.isfinite(float(row["wasserstein"])) for row in rows)
     assert metrics(tmp_path / "a") == metrics(tmp_path / "b"), "same seed, same run"
-    last = checkpoint(tmp_path / "a" / "last.pt")
+    last, again = checkpoint(tmp_path / "a" / "last.pt"), checkpoint(tmp_path / "b" / "last.pt")
+    for name in ("generator", "critic"):
+        assert same_tensors(last[name], again[name]), f"same seed, same {name} weights"
     # the schedules step once per optimizer step: 10 generator steps and 50 critic steps an epoch
     assert last["generator_scheduler"]["last_epoch"] == 20 and last["critic_scheduler"]["last_epoch"] == 100
     assert {p.name for p in (tmp_path / "a").iterdir()} >= {"lr_schedule.png", "samples.png", "best.pt"}

@@ -9,32 +9,57 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from tests.faults import one_line
-from tests.helpers import metrics, render, run_main, run_script
+from tests.helpers import checkpoint, max_difference, render, run_main, run_script
 from tests.test_ddp import torchrun
 
 
 @pytest.mark.slow  # a training script in a process of its own
 def test_plain_data_loaders_of_your_own_work_under_ddp(tmp_path, projects):
     """build_data replaced as the README says, with plain shuffled DataLoaders: under torchrun each of the two
-    processes reads half of each dataset, and the run ends as the script's own loaders' would."""
+    processes reads its half of each epoch (each sample once, no sample on both ranks), and the run ends with
+    the weights of one process reading batches twice as large."""
     project = tmp_path / "own"
     shutil.copytree(projects["ddp"], project)
     script = (project / "train.py").read_text()
     own = (
         "_toy_data = build_data\n\n\n"
+        "class Logged(torch.utils.data.Dataset):\n"
+        "    def __init__(self, dataset, name):\n"
+        "        self.dataset, self.name = dataset, name\n\n"
+        "    def __len__(self):\n"
+        "        return len(self.dataset)\n\n"
+        "    def __getitem__(self, index):\n"
+        "        with open(os.environ['LOADS'], 'a') as f:\n"
+        "            f.write(f\"{os.environ.get('RANK', '-')} {self.name} {index}\\n\")\n"
+        "        return self.dataset[index]\n\n\n"
         "def build_data(args):\n"
         "    train_loader, val_loader = _toy_data(args)\n"
         "    return (\n"
-        "        DataLoader(train_loader.dataset, batch_size=args.batch_size, shuffle=True),\n"
-        "        DataLoader(val_loader.dataset, batch_size=100),\n"
+        "        DataLoader(Logged(train_loader.dataset, 'train'), batch_size=args.batch_size, shuffle=True),\n"
+        "        DataLoader(Logged(val_loader.dataset, 'val'), batch_size=100),\n"
         "    )\n\n\n"
         "def build_model(args):"
     )
     (project / "train.py").write_text(script.replace("def build_model(args):", own, 1))
-    result = torchrun(project, "--epochs", 2, "--out-dir", tmp_path / "run", timeout=300)
+    common = ["--epochs", 2, "--seed", 9, "--warmup-steps", 5]
+    loads = tmp_path / "loads"
+    env = {"LOADS": str(loads)}
+    result = torchrun(project, *common, "--batch-size", 25, "--out-dir", tmp_path / "two", timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = metrics(tmp_path / "run")
-    assert len(rows) == 2 and float(rows[-1]["val_acc"]) > 0.5
+    one = run_script(project, *common, "--batch-size", 50, "--out-dir", tmp_path / "one", env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    read = [line.split() for line in loads.read_text().splitlines()]
+    for name, size in (("train", 2000), ("val", 500)):
+        ranks = [[int(i) for r, kind, i in read if (r, kind) == (rank, name)] for rank in ("0", "1")]
+        if name == "train":
+            ranks = [indices[1:] for indices in ranks]  # the first: check_inputs' look at one sample
+        for rank in ranks:
+            assert len(rank) == size, f"{name}: each rank reads its half in each of the 2 epochs"
+        for epoch in (0, 1):
+            halves = [set(indices[epoch * size // 2 : (epoch + 1) * size // 2]) for indices in ranks]
+            assert not halves[0] & halves[1] and halves[0] | halves[1] == set(range(size)), (name, epoch)
+    two_last, one_last = checkpoint(tmp_path / "two" / "last.pt"), checkpoint(tmp_path / "one" / "last.pt")
+    assert max_difference(two_last["model"], one_last["model"]) < 1e-5
 
 
 def test_float64_inputs_are_refused_naming_their_dtype(modules, monkeypatch, capsys, tmp_path):

@@ -22,6 +22,19 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])  # IHDR: width, height
 
 
+def drawn_colours(path: Path, panels_height: int) -> set[str]:
+    """The tab10 colours of the first runs that lines in the panels (above the legend) are drawn in: those with
+    at least 100 pixels of exactly that colour."""
+    from matplotlib.colors import to_rgb
+    from PIL import Image
+
+    with Image.open(path) as image:
+        panels = image.convert("RGB").crop((0, 0, image.width, panels_height))
+        counts = {colour: count for count, colour in panels.getcolors(maxcolors=panels.width * panels.height)}
+    names = ["tab:blue", "tab:orange", "tab:green"]
+    return {name for name in names if counts.get(tuple(round(255 * c) for c in to_rgb(name)), 0) >= 100}
+
+
 @pytest.fixture(scope="module")
 def two_gans(tmp_path_factory, rendered):
     """A WGAN-GP run and a plain GAN run, two short epochs each."""
@@ -41,6 +54,7 @@ def test_two_runs_make_one_png_with_a_panel_per_metric(tmp_path, two_gans):
     width, height = png_size(out)
     assert width == PANEL_INCHES[0] * COLUMNS * DPI
     assert PANEL_INCHES[1] * rows * DPI < height < (PANEL_INCHES[1] * rows + 1) * DPI, "and a legend below"
+    assert drawn_colours(out, panels_height=PANEL_INCHES[1] * rows * DPI) >= {"tab:blue", "tab:orange"}, "both runs"
     info = json.loads((two_gans[0] / "run.json").read_text())
     assert info["task"] == "gan" and info["tricks"] == ["seed", "gp"] and info["args"]["n_critic"] == 2
 

@@ -3,6 +3,7 @@ output piped to head: each stops the run with what it saved and the command that
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 import pytest
 import torch
 
+from tests import real_data
 from tests.faults import ARGS, EPOCHS, one_line, start, wait_for_rows
 from tests.helpers import checkpoint, metrics, run_main, run_script, same_tensors
 
@@ -35,15 +37,47 @@ def test_ctrl_c_saves_prints_the_resume_command_and_exits_130(tmp_path, projects
 
 
 @pytest.mark.slow  # a training script in a process of its own
-def test_ctrl_c_twice_stops_at_once_keeping_the_last_epoch(tmp_path, projects):
-    out = tmp_path / "run"
-    process = start(projects["classify"], *ARGS, "--out-dir", out)
-    wait_for_rows(out, 1, process)
-    process.send_signal(signal.SIGINT)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130 and "Traceback" not in stderr
-    assert checkpoint(out / "last.pt")["epoch"] == len(metrics(out))
+def test_ctrl_c_twice_stops_at_once_keeping_the_last_save(tmp_path, projects):
+    """The second Ctrl-C, more than a second after the first, stops the run at once: here while a sample loads
+    for a minute (a dataset on a stalled network disk). The first asks for a stop after the step, which never
+    comes; the second ends the run there, with last.pt as the last epoch left it."""
+    project = edit(tmp_path / "p", projects["classify"])
+    stalled, out = tmp_path / "stalled", tmp_path / "run"
+    env = {**os.environ, "SLOW": str(tmp_path / "stall")}
+    process = subprocess.Popen([sys.executable, "train.py", *map(str, ARGS), "--out-dir", out], cwd=project, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for_rows(out, 1, process)
+        (tmp_path / "stall").touch()  # every load from now on stalls
+        deadline = time.monotonic() + 60
+        while not stalled.exists():
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        time.sleep(1.5)  # past the second in which a repeat is the same signal delivered again
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)  # the stalled load alone would take 60 s
+    finally:
+        process.kill()
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    assert stderr.count("stopping after this step (again to stop now)") == 1
+    saved = checkpoint(out / "last.pt")
+    assert saved["position"] is None and saved["epoch"] == len(metrics(out)) >= 1
+    assert f"holds epoch {saved['epoch']}. Resume with:" in stderr
+
+
+def edit(project, source):
+    """A copy of source whose dataset stalls each load for a minute once $SLOW's file exists, saying so."""
+    shutil.copytree(source, project)
+    real_data.edit(project, batch_norm=False)
+    script = project / "train.py"
+    stall = """if os.environ.get("SLOW") and os.path.exists(os.environ["SLOW"]):
+            Path(os.environ["SLOW"]).with_name("stalled").touch()
+            time.sleep(60)"""
+    old = 'if os.environ.get("SLOW"):\n            time.sleep(float(os.environ["SLOW"]))'
+    assert old in script.read_text()
+    script.write_text(script.read_text().replace(old, stall))
+    return project
 
 
 @pytest.mark.slow  # a training script in a process of its own

@@ -79,3 +79,22 @@ def test_the_requirements_gain_tensorboard_only_when_chosen(tmp_path):
     without = render(tmp_path / "without", "classify")
     assert "tensorboard" in (with_it / "requirements.txt").read_text().split()
     assert "tensorboard" not in (without / "requirements.txt").read_text()
+
+
+@pytest.mark.slow  # torchrun and two training processes
+def test_under_ddp_rank_0_alone_writes_events(tmp_path):
+    """Two processes: one event file, written by rank 0 (the other would add a second file, and each step twice
+    to TensorBoard's view), holding every epoch's row of metrics.csv."""
+    from tests.test_ddp import torchrun
+
+    project = render(tmp_path / "p", "classify", tensorboard=True, ddp=True, seed=True)
+    result = torchrun(project, "--epochs", 2, "--log-every", 4, "--out-dir", tmp_path / "run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = list((tmp_path / "run" / "tensorboard").iterdir())
+    assert len(files) == 1 and files[0].name.startswith("events.out.tfevents."), files
+    logged, rows = scalars(tmp_path / "run"), metrics(tmp_path / "run", drop=set())
+    steps = [16, 32]  # 1,000 samples a rank in batches of 64: 16 optimizer steps an epoch
+    assert logged["epoch/val_loss"] == [
+        (s, pytest.approx(float(r["val_loss"]))) for s, r in zip(steps, rows, strict=True)
+    ]
+    assert [step for step, _ in logged["step/train_loss"]] == [4, 8, 12, 16, 20, 24, 28, 32]
