@@ -4,6 +4,7 @@ signal lands; two "nodes" on one machine; and the generated slurm.sbatch, run un
 process is ended by its id, and everything listens on 127.0.0.1 only."""
 
 import os
+import random
 import signal
 import socket
 import stat
@@ -225,9 +226,21 @@ def rank_pids(launcher: int) -> dict[int, int]:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for a rendezvous both launchers must be told, free now and kept free until torchrun binds it: below
+    the kernel's ephemeral range, from which bind(("", 0)), connect() and torchrun --standalone take theirs (a port
+    bound and released at 0 could be handed to any of them before torchrun binds it), and in a block of 500 of its
+    own for each pytest-xdist worker, so that two tests never choose the same one."""
+    ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    block = range(ephemeral - 500 * (worker + 1), ephemeral - 500 * worker)
+    for port in random.Random().sample(block, len(block)):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {block}")
 
 
 def launch(project: Path, args: list, nproc=2, nodes=None) -> subprocess.Popen:

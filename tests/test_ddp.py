@@ -129,10 +129,9 @@ def test_a_run_without_out_dir_makes_one_folder_for_all_ranks(projects):
 
 
 def test_early_stopping_ends_every_rank(tmp_path, projects):
-    started = time.time()
     result = ok(torchrun(projects["six"], "--epochs", 50, "--patience", 1, "--min-delta", 10, "--out-dir", tmp_path,
                          timeout=120))  # fmt: skip
-    assert "stopping early" in result.stdout and time.time() - started < 120
+    assert "stopping early" in result.stdout
     assert len(metrics(tmp_path)) == 2  # epoch 1 is the best, epoch 2 does not beat it by 10
     assert checkpoint(tmp_path / "best.pt")["epoch"] == 1
 

@@ -187,8 +187,12 @@ def test_sample_prints_a_continuation_of_the_saved_run_without_training(tmp_path
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("The ") and len(result.stdout) == len("The ") + 50 + len("\n")
     assert sorted(p.name for p in run.iterdir()) == files, "nothing written"
-    again = run_script(project, "--sample", "--out-dir", run, "--prompt", "The ", "--sample-length", 50)
-    assert again.stdout != result.stdout, "a new draw each time"
+    module, seeds = script(seed=True, early_stop=True), []
+    with pytest.MonkeyPatch.context() as patch:  # a new draw each time: a fresh 64-bit seed per --sample
+        patch.setattr(module, "generate", lambda model, vocab, args, generator: seeds.append(generator.initial_seed()))
+        for _ in range(2):
+            module.sample_saved_run(module.parse_args(["--sample", "--out-dir", str(run)]))
+    assert len(seeds) == 2 and seeds[0] != seeds[1]
     missing = run_script(project, "--sample", "--out-dir", tmp_path / "none")
     assert missing.returncode == 2 and "--sample needs --out-dir, a run folder with a last.pt" in missing.stderr
 
