@@ -9,6 +9,7 @@ import ctypes
 import filecmp
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def render_project(options: Options, project_name: str, output_dir: Path) -> Pat
         "bytecode_cache": COMPILED,
     }
     try:
-        return Path(generate_files(str(template_dir()), context, str(output_dir), accept_hooks=False))
+        project = Path(generate_files(str(template_dir()), context, str(output_dir), accept_hooks=False))
     except UndefinedVariableInTemplate as err:
         raise TemplateError(f"template error: {err.message}: {err.error.message}") from err
     except JinjaError as err:
@@ -78,6 +79,21 @@ def render_project(options: Options, project_name: str, output_dir: Path) -> Pat
         raise TemplateError(f"template error in {where}{f':{line}' if line else ''}: {err.message}") from err
     except CookiecutterException as err:
         raise TemplateError(f"template error: {err}") from err
+    format_python(project)
+    return project
+
+
+def format_python(project: Path) -> None:
+    """The project's Python files laid out by ruff's formatter, under the project's ruff.toml: the templates
+    write each statement on one line and leave line breaks and wrapping to it (as the cookiecutter template's
+    post-generation hook does for plain `cookiecutter`)."""
+    from ruff.__main__ import find_ruff_bin
+
+    files = sorted(str(path) for path in project.glob("*.py"))
+    result = subprocess.run([find_ruff_bin(), "format", "--quiet", "--no-cache", *files], cwd=project,
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    if result.returncode != 0:
+        raise TemplateError(f"template error: ruff format failed on the rendered project: {result.stderr.strip()}")
 
 
 def render_script(options: Options, project_name: str = DEFAULT_PROJECT_NAME) -> str:

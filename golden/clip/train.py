@@ -478,18 +478,18 @@ def train(args, argv):
         "scheduler": scheduler,
         "data_order": train_loader.sampler,
     }
-    start_epoch, saved_epoch, history = 1, 0, []  # history: metrics.csv's rows, kept in last.pt too
+    start_epoch, saved_epoch, rows = 1, 0, []  # rows: metrics.csv's, kept in last.pt too
     position, saved_done = None, 0  # a save between epoch ends: how far into the next epoch it is
     if args.resume:
         checkpoint = load_resumable(out_dir, args)
         for name, obj in stateful.items():
             obj.load_state_dict(checkpoint[name])
         set_rng_state(checkpoint["rng"])
-        saved_epoch, history = checkpoint["epoch"], checkpoint["metrics"]
+        saved_epoch, rows = checkpoint["epoch"], checkpoint["metrics"]
         start_epoch, position = saved_epoch + 1, checkpoint["position"]  # position: it continues that epoch there
         if position:
             on_device(position["tally"], device)  # last.pt loads on the CPU; the epoch's sums go on on the device
-        write_metrics(out_dir / "metrics.csv", history)
+        write_metrics(out_dir / "metrics.csv", rows)
         print(f"resuming {out_dir} after {run_progress(saved_epoch, position['done'] if position else 0)}")
     info = {"task": SCRIPT["task"], "tricks": TRICKS, "args": vars(args)}  # what the run is, beside its metrics
     write_atomic(out_dir / "run.json", json.dumps(info, indent=1).encode())
@@ -502,7 +502,7 @@ def train(args, argv):
             "epoch": epoch,
             "script": SCRIPT,
             "args": vars(args),
-            "metrics": history,
+            "metrics": rows,
             "position": position,
             "rng": rng_state(),
         }
@@ -539,7 +539,7 @@ def train(args, argv):
                 "lr": optimizer.param_groups[0]["lr"],
                 "epoch_time_s": round(time.time() - started, 3),
             }
-            history.append(row)
+            rows.append(row)
             losses = f"train_loss = {row['train_loss']:.5f}, val_loss = {row['val_loss']:.5f}"
             summary = f"{losses}, val_acc = {row['val_acc']:.5f}"
             timing = f"lr = {row['lr']:.2e}, {row['epoch_time_s']:.2f} s"

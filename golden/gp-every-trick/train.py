@@ -724,21 +724,21 @@ def train(args, argv):
     }
     # the same noise scores every epoch, so that the quality metrics compare across epochs
     eval_noise = torch.randn(2500, args.latent_dim, generator=torch.Generator().manual_seed(0)).to(device)
-    start_epoch, saved_epoch, history = 1, 0, []  # history: metrics.csv's rows, kept in last.pt too
+    start_epoch, saved_epoch, rows = 1, 0, []  # rows: metrics.csv's, kept in last.pt too
     position, saved_done = None, 0  # a save between epoch ends: how far into the next epoch it is
     if args.resume:
         checkpoint = load_resumable(out_dir, args)
         for name, obj in stateful.items():
             obj.load_state_dict(checkpoint[name])
         set_rng_state(checkpoint["rng"][dist.get_rank()])
-        saved_epoch, history = checkpoint["epoch"], checkpoint["metrics"]
+        saved_epoch, rows = checkpoint["epoch"], checkpoint["metrics"]
         start_epoch, position = saved_epoch + 1, checkpoint["position"]  # position: it continues that epoch there
         if position:
             on_device(position["tally"], device)  # last.pt loads on the CPU; the epoch's sums go on on the device
         if early_stopping.should_stop:
             start_epoch = args.epochs + 1  # it had stopped early: nothing is left to train
         if dist.get_rank() == 0:  # rank 0 alone writes files
-            write_metrics(out_dir / "metrics.csv", history)
+            write_metrics(out_dir / "metrics.csv", rows)
         print(f"resuming {out_dir} after {run_progress(saved_epoch, position['done'] if position else 0)}")
     # TensorBoard's event files go to RUN/tensorboard (see them with: tensorboard --logdir runs), on one axis, the
     # optimizer step; purge_step: on resume, events logged after last.pt's step are dropped, so no step shows twice
@@ -758,7 +758,7 @@ def train(args, argv):
             "epoch": epoch,
             "script": SCRIPT,
             "args": vars(args),
-            "metrics": history,
+            "metrics": rows,
             "position": position,
             "rng": gather(rng_state()),
         }
@@ -809,7 +809,7 @@ def train(args, argv):
                 **sample_quality(ema.module, eval_noise),
                 "epoch_time_s": round(time.time() - started, 3),
             }
-            history.append(row)
+            rows.append(row)
             if epoch == start_epoch:  # the first calls compiled, in this epoch's time: report the compile time apart
                 took = compile_seconds() - compiled_before
                 print(f"compiling took {took:.1f} s of epoch {epoch}'s {row['epoch_time_s']:.1f} s")

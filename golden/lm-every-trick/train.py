@@ -822,7 +822,7 @@ def train(args, argv):
     }
     samples = []  # each epoch's sample: samples.txt, kept in last.pt too
     sample_generator = torch.Generator(device)  # seeded anew for each sample: they differ by the model alone
-    start_epoch, saved_epoch, history = 1, 0, []  # history: metrics.csv's rows, kept in last.pt too
+    start_epoch, saved_epoch, rows = 1, 0, []  # rows: metrics.csv's, kept in last.pt too
     position, saved_done = None, 0  # a save between epoch ends: how far into the next epoch it is
     if args.resume:
         checkpoint = load_resumable(out_dir, args)
@@ -832,14 +832,14 @@ def train(args, argv):
         for name, obj in stateful.items():
             obj.load_state_dict(checkpoint[name])
         set_rng_state(checkpoint["rng"][dist.get_rank()])
-        saved_epoch, history = checkpoint["epoch"], checkpoint["metrics"]
+        saved_epoch, rows = checkpoint["epoch"], checkpoint["metrics"]
         start_epoch, position = saved_epoch + 1, checkpoint["position"]  # position: it continues that epoch there
         if position:
             on_device(position["tally"], device)  # last.pt loads on the CPU; the epoch's sums go on on the device
         if early_stopping.should_stop:
             start_epoch = args.epochs + 1  # it had stopped early: nothing is left to train
         if dist.get_rank() == 0:  # rank 0 alone writes files
-            write_metrics(out_dir / "metrics.csv", history)
+            write_metrics(out_dir / "metrics.csv", rows)
         print(f"resuming {out_dir} after {run_progress(saved_epoch, position['done'] if position else 0)}")
     # TensorBoard's event files go to RUN/tensorboard (see them with: tensorboard --logdir runs), on one axis, the
     # optimizer step; purge_step: on resume, events logged after last.pt's step are dropped, so no step shows twice
@@ -859,7 +859,7 @@ def train(args, argv):
             "epoch": epoch,
             "script": SCRIPT,
             "args": vars(args),
-            "metrics": history,
+            "metrics": rows,
             "vocab": vocab,  # the characters of the token ids: --sample decodes with them
             "samples": samples,
             "position": position,
@@ -888,17 +888,7 @@ def train(args, argv):
         for epoch in range(start_epoch, args.epochs + 1):
             started = time.time()
             train_metrics = train_one_epoch(
-                model,
-                batches,
-                optimizer,
-                scheduler,
-                autocast,
-                scaler,
-                ema,
-                board,
-                args,
-                pause,
-                position,
+                model, batches, optimizer, scheduler, autocast, scaler, ema, board, args, pause, position
             )
             val_metrics = evaluate(ema.module, val_windows, args, autocast)
             if dist.get_rank() == 0:  # rank 0 alone writes files
@@ -914,7 +904,7 @@ def train(args, argv):
                 "lr": optimizer.param_groups[0]["lr"],
                 "epoch_time_s": round(time.time() - started, 3),
             }
-            history.append(row)
+            rows.append(row)
             if epoch == start_epoch:  # the first calls compiled, in this epoch's time: report the compile time apart
                 took = compile_seconds() - compiled_before
                 print(f"compiling took {took:.1f} s of epoch {epoch}'s {row['epoch_time_s']:.1f} s")
