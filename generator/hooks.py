@@ -412,9 +412,28 @@ HOOKS = (
     ),
     # the run
     Hook("resume", "slot", "`train`, after last.pt is loaded", defines="`checkpoint`", section=RUN),
-    Hook("check_checkpoint", "slot", "`load_resumable`", defines="`checkpoint`, `fail`", section=RUN),
-    Hook("rng_state", "slot", "`rng_state()`: a random state to save", defines="dict entries", section=RUN),
-    Hook("set_rng_state", "slot", "`set_rng_state()`: the saved state restored", defines="`state`", section=RUN),
+    Hook(
+        "check_checkpoint",
+        "slot",
+        "`train`, after `load_resumable` read last.pt",
+        defines="`checkpoint`, `out_dir`, `fail` (ddp: the number of processes)",
+        section=RUN,
+    ),
+    Hook(
+        "rng_state",
+        "expr",
+        "`checkpoint_at`: the random states last.pt keeps",
+        receives="`rng_state()`: torch's, on every device",
+        defines="(seed: `| stream_states()`, Python's and numpy's)",
+        section=RUN,
+    ),
+    Hook(
+        "set_rng_state",
+        "slot",
+        "`train`, after `set_rng_state(rng)` restored torch's",
+        defines="`rng` (seed: `set_stream_states(rng)`)",
+        section=RUN,
+    ),
     Hook(
         "own",
         "expr",

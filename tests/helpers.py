@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import csv
 import functools
+import hashlib
 import importlib.util
 import itertools
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from generator.options import Options, Task
@@ -73,10 +76,17 @@ def run_main(module, argv: list[str]):
 
 def scratch_env(beside: Path) -> dict[str, str]:
     """os.environ with TMPDIR in a folder beside `beside`: what a subprocess leaves in its temporary
-    folder (torchrun's rendezvous folders, cookiecutter's hook scripts) stays in the test's folder."""
+    folder (torchrun's rendezvous folders, cookiecutter's hook scripts) stays in the test's folder.
+    TMPDIR names it through a short link in the system's temporary folder: DataLoader workers pass tensors
+    through Unix sockets made in TMPDIR, whose paths may not pass 107 characters, and a test's folder under
+    pytest-xdist comes close (past it, a worker's socket fails unseen and the run waits forever)."""
     scratch = Path(beside).parent / "tmp"
     scratch.mkdir(exist_ok=True)
-    return {**os.environ, "TMPDIR": str(scratch)}
+    link = Path(tempfile.gettempdir()) / f"tt-{hashlib.sha1(str(scratch).encode()).hexdigest()[:10]}"
+    if not link.is_symlink():
+        link.symlink_to(scratch)
+        atexit.register(link.unlink, missing_ok=True)
+    return {**os.environ, "TMPDIR": str(link)}
 
 
 def run_script(project: Path, *args, timeout: float = 300, check: bool = False, **popen) -> subprocess.CompletedProcess:
@@ -126,7 +136,7 @@ def stop_after(module, monkeypatch, epoch):
         metrics = train_one_epoch(*args)
         epochs.append(1)
         if len(epochs) == epoch:
-            module.STOP.update(signal=signal.SIGINT, at=0.0)
+            signal.raise_signal(signal.SIGINT)  # the run's handler: stop after this step
         return metrics
 
     monkeypatch.setattr(module, "train_one_epoch", train_then_stop)

@@ -119,7 +119,7 @@ def stop_at_step(module, monkeypatch, step):
         show_losses(*args, **kwargs)
         steps.append(step)
         if len(steps) == step:
-            module.STOP.update(signal=signal.SIGINT, at=time.monotonic())
+            signal.raise_signal(signal.SIGINT)  # the run's handler: stop after this step
 
     monkeypatch.setattr(module, "show_losses", show_then_stop)
 
@@ -386,14 +386,14 @@ def test_a_signal_delivered_twice_within_a_second_counts_once(projects, monkeypa
     """A process group's signal reaches a rank twice: directly, and passed on by torchrun or srun. Only a
     signal a second or more after the first is a second request, which stops at once."""
     module = load(projects["seed"] / "train.py")
-    module.STOP.clear()
-    module.request_stop(signal.SIGTERM, None)
-    module.request_stop(signal.SIGTERM, None)  # the same request, again
-    assert module.STOP["signal"] == signal.SIGTERM
-    module.STOP["at"] -= 1.0
-    with pytest.raises(KeyboardInterrupt):
-        module.request_stop(signal.SIGINT, None)
-    module.STOP.clear()
+    stop = module.Stop()
+    stop.request(signal.SIGTERM, None)
+    stop.request(signal.SIGTERM, None)  # the same request, again
+    assert stop.signal == signal.SIGTERM
+    stop.at -= 1.0
+    with pytest.raises(KeyboardInterrupt) as second:
+        stop.request(signal.SIGINT, None)
+    assert module.signal_of(second.value) == signal.SIGTERM, "the run exits as the first signal asked"
 
 
 def test_a_saved_tally_goes_on_on_the_device_of_the_resumed_run(projects):

@@ -19,8 +19,18 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 
 def torchrun(project, *args, timeout=240, env=None):
-    return subprocess.run([*TORCHRUN, *map(str, args)], cwd=project, capture_output=True, text=True, timeout=timeout,
-                          check=False, env={**scratch_env(project), **(env or {})})  # fmt: skip
+    """torchrun with two processes in a session of its own: past the timeout the whole session goes, ranks and
+    DataLoader workers with torchrun, so that no process of a hung run is left behind."""
+    process = subprocess.Popen([*TORCHRUN, *map(str, args)], cwd=project, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**scratch_env(project), **(env or {})},
+                               start_new_session=True)  # fmt: skip
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 @pytest.fixture(scope="module")

@@ -71,8 +71,7 @@ def test_a_second_signal_during_the_first_validation_says_nothing_was_saved(tmp_
     module = rendered("classify")
 
     def validation_interrupted(*args):
-        module.STOP.update(signal=signal.SIGTERM, at=0.0)  # the first signal, a while ago
-        raise KeyboardInterrupt  # what request_stop raises for the second
+        raise module.StopNow(signal.SIGTERM)  # what a second signal raises, a SIGTERM the first
 
     monkeypatch.setattr(module, "evaluate", validation_interrupted)
     with pytest.raises(SystemExit) as stop:

@@ -117,7 +117,7 @@ def test_ctrl_c_while_the_lr_plot_is_drawn_stops_after_the_first_step(tmp_path, 
     plot = module.plot_lr_schedule
 
     def ctrl_c_while_drawing(*args):
-        module.request_stop(signal.SIGINT, None)
+        signal.raise_signal(signal.SIGINT)
         plot(*args)
 
     monkeypatch.setattr(module, "plot_lr_schedule", ctrl_c_while_drawing)

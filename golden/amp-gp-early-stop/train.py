@@ -46,10 +46,6 @@ SCRIPT = {"task": "gan", "tricks": ["gp", "amp", "early-stop"]}
 TRICKS = ["gp", "amp", "early-stop"]
 SAFE_TO_CHANGE = ("device", "num_workers", "threads", "out_dir", "resume", "overwrite", "save_every_steps")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)  # each stops the run after its step
-STOP = {}  # once a signal (Ctrl-C, SIGTERM, SIGUSR1) asks the run to stop after this step: which, and when
-WRITER = ThreadPoolExecutor(max_workers=1)  # writes the run's files while training goes on
-WRITES = []  # (epoch, file, future) of the writes handed to WRITER and not yet waited for
-LOCKS = []  # the open lock file of the run folder this process trains in
 
 # -----------------------------------------------------------------------------
 # options
@@ -455,14 +451,14 @@ def train_one_epoch(
 # the run
 
 
-def train(args, argv):
-    """The whole run; returns the trained generator and critic."""
-    STOP.clear()
+def train(args, argv, writer):
+    """The whole run; returns the trained generator and critic. writer: what writes the run's files."""
+    stop = Stop()
     for signum in STOP_SIGNALS:
-        signal.signal(signum, request_stop)
+        signal.signal(signum, stop.request)
     check_real()  # before seeding: the draw it takes changes no seeded run
     device = pick_device(args.device)
-    out_dir = make_out_dir(args)
+    out_dir = make_out_dir(args, writer)
     generator, critic = (model.to(device) for model in build_models(args))
     # Adam's beta1 0.5 and beta2 0.9 (adam and adamw), as in WGAN-GP's experiments
     critic_optimizer = build_optimizer(critic, args, betas=(0.5, 0.9))
@@ -497,10 +493,11 @@ def train(args, argv):
     start_epoch, saved_epoch, rows = 1, 0, []  # rows: metrics.csv's, kept in last.pt too
     position, saved_done = None, 0  # a save between epoch ends: how far into the next epoch it is
     if args.resume:
-        checkpoint = load_resumable(out_dir, args)
+        checkpoint = load_resumable(out_dir, args, SCRIPT, SAFE_TO_CHANGE)
         for name, obj in stateful.items():
             obj.load_state_dict(checkpoint[name])
-        set_rng_state(checkpoint["rng"])
+        rng = checkpoint["rng"]
+        set_rng_state(rng)
         saved_epoch, rows = checkpoint["epoch"], checkpoint["metrics"]
         start_epoch, position = saved_epoch + 1, checkpoint["position"]  # position: it continues that epoch there
         if position:
@@ -532,14 +529,14 @@ def train(args, argv):
         nonlocal saved_done
         if done == args.steps_per_epoch:
             return
-        stop = bool(STOP)
-        if stop or (args.save_every_steps and generator_scheduler.last_epoch % args.save_every_steps == 0):
+        stopping = stop.asked
+        if stopping or (args.save_every_steps and generator_scheduler.last_epoch % args.save_every_steps == 0):
             position = {"done": done, "tally": tally}
             checkpoint = checkpoint_at(saved_epoch, position)
-            save_later(epoch, checkpoint, out_dir / "last.pt", keep_previous=True)
+            writer.save_later(epoch, checkpoint, out_dir / "last.pt", keep_previous=True)
             saved_done = done
-        if stop:
-            exit_stopped(argv, out_dir, saved_epoch, saved_done)
+        if stopping:
+            exit_stopped(argv, out_dir, writer, stop.signal, saved_epoch, saved_done)
 
     print(f"training on {device}, writing to {out_dir}")
     try:
@@ -560,7 +557,7 @@ def train(args, argv):
                 position,
             )
             position = None
-            wait_for_writes()  # the last epoch's files: a write that failed stops the run here
+            writer.wait()  # the last epoch's files: a write that failed stops the run here
             row = {
                 "epoch": epoch,
                 **train_metrics,
@@ -578,21 +575,21 @@ def train(args, argv):
             if improved:
                 best = {"epoch": epoch, "monitor": args.monitor, "best_metric": row[args.monitor]}
                 models = {"generator": checkpoint["generator"], "critic": checkpoint["critic"]}
-                save_later(epoch, {**models, **best}, out_dir / "best.pt")
-            write_later(epoch, append_metrics, out_dir / "metrics.csv", row)
-            save_later(epoch, checkpoint, out_dir / "last.pt", keep_previous=True)
+                writer.save_later(epoch, {**models, **best}, out_dir / "best.pt")
+            writer.later(epoch, append_metrics, out_dir / "metrics.csv", row)
+            writer.save_later(epoch, checkpoint, out_dir / "last.pt", keep_previous=True)
             saved_epoch, saved_done = epoch, 0
-            if STOP:
-                exit_stopped(argv, out_dir, saved_epoch)
+            if stop.asked:
+                exit_stopped(argv, out_dir, writer, stop.signal, saved_epoch)
             if early_stopping.should_stop:
                 print(f"{args.monitor} has not improved for {early_stopping.stale_epochs} epochs: stopping early")
                 break
-    except KeyboardInterrupt:
-        exit_stopped(argv, out_dir, saved_epoch, saved_done)
+    except KeyboardInterrupt as interrupt:
+        exit_stopped(argv, out_dir, writer, signal_of(interrupt), saved_epoch, saved_done)
     except FloatingPointError as err:
         fail(f"epoch {epoch}: {err}; stopped, {saved(out_dir, saved_epoch, saved_done)}")
     finally:
-        wait_for_writes()  # every file is on disk before the run ends
+        writer.wait()  # every file is on disk before the run ends
     best = torch.load(out_dir / "best.pt", map_location=device)
     generator.load_state_dict(best["generator"])
     critic.load_state_dict(best["critic"])
@@ -601,20 +598,39 @@ def train(args, argv):
     return generator, critic
 
 
+def exit_stopped(argv, out_dir, writer, signum, saved_epoch, saved_done=0):
+    """Say where a stopped run stands and how to continue it, once its files are written; exit as the signal
+    asks: 130 for Ctrl-C (and where another process got the signal), 143 for SIGTERM, 138 for SIGUSR1."""
+    code = 128 + (signum or signal.SIGINT)
+    if not (saved_epoch or saved_done):
+        print("stopped before the run's first save: nothing was saved", file=sys.stderr)
+        raise SystemExit(code)
+    writer.wait()
+    argv = [arg for i, arg in enumerate(argv) if not resume_word(argv, i)]
+    if not any(arg == "--out-dir" or arg.startswith("--out-dir=") for arg in argv):
+        argv += ["--out-dir", str(out_dir)]
+    command = shlex.join(["python", Path(__file__).name] + argv + ["--resume"])
+    where = run_progress(saved_epoch, saved_done)
+    print(f"stopped: {out_dir / 'last.pt'} holds {where}. Resume with:", file=sys.stderr)
+    print(f"    {command}", file=sys.stderr)
+    raise SystemExit(code)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    writer = Writer()  # this run's own: a fresh one for every call of main()
     try:
-        return train(args, argv)
-    except KeyboardInterrupt:  # Ctrl-C twice before the first epoch ended
-        exit_stopped(argv, None, 0)
+        return train(args, argv, writer)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C twice before the first epoch ended
+        exit_stopped(argv, None, writer, signal_of(interrupt), 0)
     except BrokenPipeError:  # `python train.py | head`: the reader has gone, so stop quietly, as `yes | head` does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python exits
         raise SystemExit(141) from None
     finally:
-        unlock_run()
+        writer.close()
 
 
 # -----------------------------------------------------------------------------
@@ -638,8 +654,9 @@ def fail(message, code=1):
     raise SystemExit(code)
 
 
-def make_out_dir(args):
-    """The run's folder, locked for this run: --out-dir, or the next free runs/NNN, so a rerun never overwrites."""
+def make_out_dir(args, writer):
+    """The run's folder, locked for this run (the writer holds the lock until it closes): --out-dir, or the next
+    free runs/NNN, so a rerun never overwrites."""
     out_dir = Path(args.out_dir or "runs")
     if out_dir.exists() and not out_dir.is_dir():
         fail(f"{out_dir} is a file, not a folder", 2)
@@ -659,6 +676,7 @@ def make_out_dir(args):
     except OSError as err:
         fail(f"cannot write in {out_dir}: {err.strerror}")
     lock_run(lock, out_dir)
+    writer.lock = lock
     if made:
         atexit.register(remove_if_unused, out_dir)
     if args.overwrite:
@@ -677,19 +695,12 @@ def lock_run(lock, out_dir):
         os.close(lock)
         holder = (out_dir / ".lock").read_text().strip()
         fail(f"{out_dir} is in use by another run (process {holder}); wait for it to end or use another --out-dir", 2)
-    LOCKS.append(lock)
     try:
         os.ftruncate(lock, 0)
         os.write(lock, f"{os.getpid()}\n".encode())
         os.fsync(lock)
     except OSError as err:
         fail(f"cannot write in {out_dir}: {err.strerror}")
-
-
-def unlock_run():
-    """Release the run folder: the kernel does at exit, but main() called from Python returns first."""
-    while LOCKS:
-        os.close(LOCKS.pop())
 
 
 def remove_if_unused(out_dir):
@@ -709,36 +720,51 @@ def run_progress(epoch, done):
     return f"epoch {epoch} and {into}" if epoch and done else into if done else f"epoch {epoch}"
 
 
-def write_later(epoch, function, path, *args):
-    """Call function(path, *args) on the writer thread, after the writes handed to it before; once one
-    fails, the later ones are skipped, so that last.pt never runs ahead of metrics.csv or best.pt."""
-    earlier = WRITES[-1][2] if WRITES else None
-    WRITES.append((epoch, path, WRITER.submit(write_after, earlier, function, path, *args)))
+class Writer:
+    """Writes the run's files on a thread of its own while training goes on, in the order they are handed to it;
+    once one fails, the later ones are skipped, so that last.pt never runs ahead of metrics.csv or best.pt. It
+    holds the run folder's lock (make_out_dir's) until it closes, when every file is written."""
+
+    def __init__(self):
+        self.lock, self.thread = None, ThreadPoolExecutor(max_workers=1)
+        self.pending = []  # (epoch, file, future) of the writes handed to the thread and not yet waited for
+
+    def later(self, epoch, function, path, *args):
+        """Call function(path, *args) on the thread, after the writes handed to it before."""
+        earlier = self.pending[-1][2] if self.pending else None
+        self.pending.append((epoch, path, self.thread.submit(write_after, earlier, function, path, *args)))
+
+    def save_later(self, epoch, obj, path, keep_previous=False):
+        """torch.save obj into memory now, a copy that training cannot change, for the thread to write."""
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        self.later(epoch, write_atomic, path, buffer.getbuffer(), keep_previous)
+
+    def wait(self):
+        """Return once every write handed to the thread is done. A failed one (a full disk, a file size limit)
+        ends the run in one line that names the file and the epoch last.pt keeps."""
+        pending, self.pending = self.pending, []
+        for epoch, path, write in pending:
+            error = write.exception()
+            if error is not None:
+                reason = getattr(error, "strerror", None) or error
+                fail(f"epoch {epoch}: cannot write {path}: {reason}; {saved(path.parent, epoch - 1)}")
+
+    def close(self):
+        """Wait for every write, then end the thread and release the run folder: the kernel would at exit, but
+        main() called from Python returns first."""
+        try:
+            self.wait()
+        finally:
+            self.thread.shutdown()
+            if self.lock is not None:
+                os.close(self.lock)
 
 
 def write_after(earlier, function, *args):
     if earlier is not None and earlier.exception() is not None:
         raise earlier.exception()
     function(*args)
-
-
-def wait_for_writes():
-    """Return once every write handed to the writer thread is done. A failed one (a full disk, a file size
-    limit) ends the run in one line that names the file and the epoch last.pt keeps."""
-    writes = WRITES[:]
-    WRITES.clear()
-    for epoch, path, write in writes:
-        error = write.exception()
-        if error is not None:
-            reason = getattr(error, "strerror", None) or error
-            fail(f"epoch {epoch}: cannot write {path}: {reason}; {saved(path.parent, epoch - 1)}")
-
-
-def save_later(epoch, obj, path, keep_previous=False):
-    """torch.save obj into memory now, a copy that training cannot change, for the writer thread."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_later(epoch, write_atomic, path, buffer.getbuffer(), keep_previous)
 
 
 def write_atomic(path, data, keep_previous=False):
@@ -796,9 +822,10 @@ def read_checkpoint(path):
     return checkpoint if isinstance(checkpoint, dict) and "epoch" in checkpoint else None
 
 
-def load_resumable(out_dir, args):
+def load_resumable(out_dir, args, script, safe_to_change):
     """last.pt, checked: one line instead if it is unreadable, or if another script or other options made
-    it (its state would not fit, or the resumed run would quietly change course)."""
+    it (its state would not fit, or the resumed run would quietly change course). script: what the checkpoint
+    must have been made by (SCRIPT); safe_to_change: the options it may have been trained with otherwise."""
     path, previous = out_dir / "last.pt", out_dir / "last.pt.prev"
     checkpoint = read_checkpoint(path)
     if checkpoint is None:
@@ -808,14 +835,14 @@ def load_resumable(out_dir, args):
     made_by = checkpoint.get("script")
     if made_by is None:
         fail(f"{path} was made by an older script, which did not record its tricks; resume it with that script", 2)
-    if made_by != SCRIPT:
-        what, this = (f"{s['task']} with {', '.join(s['tricks']) or 'no tricks'}" for s in (made_by, SCRIPT))
+    if made_by != script:
+        what, this = (f"{s['task']} with {', '.join(s['tricks']) or 'no tricks'}" for s in (made_by, script))
         fail(f"{path} was made by another script ({what}), not this one ({this}); resume it with that script", 2)
     saved_args, now = checkpoint["args"], vars(args)
     changed = [
         f"--{name.replace('_', '-')} {saved_args.get(name)} (now {now.get(name)})"
         for name in sorted(saved_args.keys() & now.keys())  # an option only one side has is a neutral trick's
-        if name not in SAFE_TO_CHANGE and saved_args.get(name) != now.get(name)
+        if name not in safe_to_change and saved_args.get(name) != now.get(name)
     ]
     if changed:
         fail(f"{path} was trained with {', '.join(changed)}; resume with the options it was trained with", 2)
@@ -853,35 +880,41 @@ def resume_word(argv, i):
     return auto or argv[i] in ("--resume", "--resume=auto", "--overwrite")
 
 
-def request_stop(signum, frame):
-    """Ctrl-C, SIGTERM (kill, a scheduler's warning) or SIGUSR1 once: finish this optimizer step, save the run
-    there, stop. Twice: stop now; last.pt keeps the last save. A second signal within a second is the first one
-    delivered again (sent to the whole process group, and passed on by torchrun or srun too), not a second request."""
-    if STOP and time.monotonic() - STOP["at"] >= 1:
-        raise KeyboardInterrupt
-    if STOP:
-        return
-    STOP.update(signal=signum, at=time.monotonic())
-    name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-    print(f"\n{name}: stopping after this step (again to stop now)", file=sys.stderr, flush=True)
+class Stop:
+    """The run's answer to the stop signals: Ctrl-C, SIGTERM (kill, a scheduler's warning) or SIGUSR1 once asks it
+    to stop after this optimizer step, saving the run there (`signal`: the first one's number). Twice: stop now
+    (StopNow); last.pt keeps the last save. A second signal within a second is the first one delivered again
+    (sent to the whole process group, and passed on by torchrun or srun too), not a second request."""
+
+    def __init__(self):
+        self.signal, self.at = None, 0.0
+
+    @property
+    def asked(self):
+        return self.signal is not None
+
+    def request(self, signum, frame):
+        """The signal handler."""
+        if self.asked and time.monotonic() - self.at >= 1:
+            raise StopNow(self.signal)
+        if self.asked:
+            return
+        self.signal, self.at = signum, time.monotonic()
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"\n{name}: stopping after this step (again to stop now)", file=sys.stderr, flush=True)
 
 
-def exit_stopped(argv, out_dir, saved_epoch, saved_done=0):
-    """Say where a stopped run stands and how to continue it; exit as the signal asks: 130 for Ctrl-C,
-    143 for SIGTERM, 138 for SIGUSR1."""
-    wait_for_writes()
-    code = 128 + STOP.get("signal", signal.SIGINT)
-    if not (saved_epoch or saved_done):
-        print("stopped before the run's first save: nothing was saved", file=sys.stderr)
-        raise SystemExit(code)
-    argv = [arg for i, arg in enumerate(argv) if not resume_word(argv, i)]
-    if not any(arg == "--out-dir" or arg.startswith("--out-dir=") for arg in argv):
-        argv += ["--out-dir", str(out_dir)]
-    command = shlex.join(["python", Path(__file__).name] + argv + ["--resume"])
-    where = run_progress(saved_epoch, saved_done)
-    print(f"stopped: {out_dir / 'last.pt'} holds {where}. Resume with:", file=sys.stderr)
-    print(f"    {command}", file=sys.stderr)
-    raise SystemExit(code)
+class StopNow(KeyboardInterrupt):
+    """A second stop signal: the run stops at once, and exits as the first signal asks."""
+
+    def __init__(self, signum):
+        super().__init__()
+        self.signum = signum
+
+
+def signal_of(interrupt):
+    """The signal a KeyboardInterrupt stands for: the first of two stop signals, or Ctrl-C."""
+    return interrupt.signum if isinstance(interrupt, StopNow) else signal.SIGINT
 
 
 if __name__ == "__main__":
