@@ -275,6 +275,37 @@ HOOKS = (
         tasks=("gan", "lm"),
     ),
     Hook(
+        "draw_inputs",
+        "slot",
+        "gan `draw_inputs(n, args, device)`: a critic step's random inputs after the real samples and the noise",
+        defines="`n`, `real`, `device` (gp: `alpha`, the penalty's mixing weights)",
+        tasks=("gan",),
+    ),
+    Hook(
+        "critic_inputs",
+        "expr",
+        "gan: the names `draw_inputs` returns, and the critic step unpacks",
+        receives="`real, noise`",
+        defines="(gp: `, alpha`)",
+        tasks=("gan",),
+    ),
+    Hook(
+        "draw_count",
+        "expr",
+        "gan: how many inputs a step draws at once, the whole of it over micro-batches and processes",
+        receives="`args.batch_size`",
+        defines="**meeting point** of accumulate and ddp: each multiplies it (the window, the world)",
+        tasks=("gan",),
+    ),
+    Hook(
+        "own_part",
+        "expr",
+        "gan: this micro-batch's part of a step's draw `x` (rendered as `x`: no split, the draw is the batch)",
+        receives="the draw's name",
+        defines="(accumulate: `.chunk(K)[i]`; ddp: this rank's chunk)",
+        tasks=("gan",),
+    ),
+    Hook(
         "window_ends",
         "expr",
         "whether this micro-batch is its window's last",
@@ -582,8 +613,8 @@ SKELETON_MAY_FILL = ("check_args", "checks", "stateful", "before_resume", "resto
 # The places where a template still reads another trick's choice (`cookiecutter.<trick>`), with the reason a
 # hook point would cost more than it clarifies there; a test fails on any other.
 FLAG_READS = {
-    ("tricks/accumulate.j2", "ddp"): "the window's loop names `i` only where ddp's `window_ends` reads it (ruff's "
-    "B007 refuses an unused loop variable)",
+    ("tricks/accumulate.j2", "ddp"): "the language model's window names `i` only where ddp's `window_ends` reads it "
+    "(ruff's B007 refuses an unused loop variable)",
     ("tricks/clip.j2", "accumulate"): "the per-epoch norm's shape (one per window) and the README's wording",
     ("tricks/clip.j2", "amp"): "README wording: after the scaler unscales them",
     ("tricks/compile.j2", "ddp"): "a comment on the order (inside the DDP wrapper) and the README's wording",
@@ -597,7 +628,8 @@ FLAG_READS = {
     ("tricks/ema.j2", "amp"): "README wording: not on a skipped float16 step",
     ("tricks/gp.j2", "amp"): "the penalty's amp form (autocast, the scale passed in); the float32 form is the one "
     "tested bit for bit against two public implementations",
-    ("tricks/seed.j2", "ddp"): "each rank seeds seed + rank",
+    ("tricks/seed.j2", "ddp"): "each rank seeds seed + rank; the GAN's every rank the same seed, since each draws a "
+    "step's whole batch",
     ("classify/train.py.j2", "seed"): "a docstring's wording: numpy's stream is seeded too",
     ("gan/train.py.j2", "gp"): "the plain game's import of torch.nn.functional, which WGAN-GP's losses do not use",
     ("gan/train.py.j2", "accumulate"): "a comment's wording: a row per micro-batch",

@@ -157,8 +157,9 @@ SECTIONS = {
                 {"classify": 80, "gan": 80, "lm": 115}),
     "data": ("the seams a user replaces (data, model, loss); the GAN's scoring and plot, lm's text and GPT",
              {"classify": 50, "gan": 85, "lm": 120}),
-    "training": ("optimizer, schedule, progress bar, the epoch's loop and tally, validation; lm's batches and "
-                 "sampling", {"classify": 130, "gan": 125, "lm": 200}),
+    "training": ("optimizer, schedule, progress bar, the epoch's loop and tally, validation; the GAN's "
+                 "draw_inputs (a step's inputs drawn at once); lm's batches and sampling",
+                 {"classify": 130, "gan": 135, "lm": 200}),
     "reading": ("the classifier's data order: EpochOrder, PerSample, loaders rebuilt, workers that ignore stops",
                 {"classify": 130}),
     "the run": ("train(): seeding, folder, resume, the epoch loop, saves at steps and epochs, stops; exit_stopped "

@@ -39,14 +39,13 @@ def test_the_penalty_under_compile_equals_the_eager_one(rendered):
     gradient_penalty = rendered("gan", gp=True, compile=True).gradient_penalty
     torch.manual_seed(0)
     critic = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 1))
-    real, fake = torch.randn(64, 2), torch.randn(64, 2)
+    real, fake, alpha = torch.randn(64, 2), torch.randn(64, 2), torch.rand(64, 1)
     results = []
     for compile_forward in (False, True):
         if compile_forward:
             critic.forward = torch.compile(critic.forward)
         critic.zero_grad()
-        torch.manual_seed(1)
-        penalty = gradient_penalty(critic, real, fake, 10.0)
+        penalty = gradient_penalty(critic, real, fake, alpha, 10.0)
         penalty.backward()  # the double backward
         # the last bias gets no gradient: the penalty depends on the critic's slope alone
         results.append((penalty.detach(), [p.grad for p in critic.parameters()][:-1]))

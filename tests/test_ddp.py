@@ -195,6 +195,22 @@ def test_bfloat16_amp_under_ddp(tmp_path, projects):
     assert max_difference(*weights) < 1e-2
 
 
+def test_the_gan_on_two_processes_equals_one_with_twice_the_batch(tmp_path, projects):
+    """WGAN-GP with accumulation and clipping, 2 x 16 against 1 x 32: every rank draws a step's whole batch from
+    the same seed and trains on its part, so the two runs see the same samples, noise and mixing weights (SGD, as
+    in test_gan_runs: Adam would turn the penalty's rounding into larger steps)."""
+    common = ["--epochs", 2, "--steps-per-epoch", 5, "--n-critic", 2, "--seed", 9, "--accumulate-steps", 2,
+              "--optimizer", "sgd"]  # fmt: skip
+    ok(torchrun(projects["gan"], *common, "--batch-size", 16, "--out-dir", tmp_path / "two"))
+    ok(run_script(projects["gan"], *common, "--batch-size", 32, "--out-dir", tmp_path / "one"))
+    two, one = checkpoint(tmp_path / "two" / "last.pt"), checkpoint(tmp_path / "one" / "last.pt")
+    for name in ("generator", "critic"):
+        assert max_difference(two[name], one[name]) < 1e-5, name
+    for a, b in zip(metrics(tmp_path / "two"), metrics(tmp_path / "one"), strict=True):
+        for column in ("critic_loss", "generator_loss", "critic_grad_norm"):
+            assert float(a[column]) == pytest.approx(float(b[column]), rel=1e-4, abs=1e-6), column
+
+
 def test_the_gan_under_ddp(tmp_path, projects):
     ok(torchrun(projects["gan"], "--epochs", 2, "--steps-per-epoch", 10, "--out-dir", tmp_path))
     rows = metrics(tmp_path)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers import checkpoint, metrics, run_main, same_tensors
+from tests.helpers import checkpoint, max_difference, metrics, run_main, same_tensors
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +34,9 @@ def test_gradient_penalty_equals_its_definition(script, shape):
     features = math.prod(shape[1:])
     critic = nn.Sequential(nn.Flatten(), nn.Linear(features, 8), nn.Tanh(), nn.Linear(8, 1))
     real, fake = torch.randn(shape), torch.randn(shape)
-    torch.manual_seed(1)
-    penalty = gradient_penalty(critic, real, fake, 10.0)
-    torch.manual_seed(1)
-    alpha = torch.rand(shape[0])  # the same draw: one mixing weight per sample
-    expected = penalty_by_definition(critic, real, fake, 10.0, alpha)
+    alpha = torch.rand(shape[0], *[1] * (len(shape) - 1))  # one mixing weight per sample
+    penalty = gradient_penalty(critic, real, fake, alpha, 10.0)
+    expected = penalty_by_definition(critic, real, fake, 10.0, alpha.flatten())
     assert penalty.shape == () and penalty.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
@@ -49,8 +47,8 @@ def test_a_linear_critic_gives_lambda_times_norm_minus_one_squared(script):
         critic.weight.copy_(torch.tensor([[2.0, -1.0, 0.5]]))
     expected = 10.0 * (math.sqrt(4 + 1 + 0.25) - 1) ** 2
     for _ in range(3):  # whatever the samples
-        real, fake = 5 * torch.randn(32, 3), torch.randn(32, 3) - 3
-        assert gradient_penalty(critic, real, fake, 10.0).item() == pytest.approx(expected, rel=1e-6)
+        real, fake, alpha = 5 * torch.randn(32, 3), torch.randn(32, 3) - 3, torch.rand(32, 1)
+        assert gradient_penalty(critic, real, fake, alpha, 10.0).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_the_penalty_trains_the_critic(script):
@@ -59,7 +57,7 @@ def test_the_penalty_trains_the_critic(script):
     critic = nn.Linear(2, 1)
     with torch.no_grad():
         critic.weight.copy_(torch.tensor([[3.0, 4.0]]))
-    gradient_penalty(critic, torch.randn(8, 2), torch.randn(8, 2), 10.0).backward()
+    gradient_penalty(critic, torch.randn(8, 2), torch.randn(8, 2), torch.rand(8, 1), 10.0).backward()
     w = critic.weight.detach()
     assert torch.allclose(critic.weight.grad, 2 * 10.0 * (w.norm() - 1) * w / w.norm())
 
@@ -70,11 +68,10 @@ def test_the_scaled_path_equals_the_unscaled_one(script):
     gradient_penalty = script(gp=True, amp=True).gradient_penalty
     torch.manual_seed(0)
     critic = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 1))
-    real, fake = torch.randn(64, 2), torch.randn(64, 2)
+    real, fake, alpha = torch.randn(64, 2), torch.randn(64, 2), torch.rand(64, 1)
     values = {}
     for scale in (1.0, 1024.0, 65536.0):
-        torch.manual_seed(3)
-        values[scale] = gradient_penalty(critic, real, fake, 10.0, contextlib.nullcontext(), scale=scale).item()
+        values[scale] = gradient_penalty(critic, real, fake, alpha, 10.0, contextlib.nullcontext(), scale=scale).item()
     assert values[1024.0] == pytest.approx(values[1.0], rel=1e-6)
     assert values[65536.0] == pytest.approx(values[1.0], rel=1e-6)
 
@@ -85,11 +82,10 @@ def test_the_scaled_path_under_float16_autocast_on_cuda(script):
     torch.manual_seed(0)
     critic = nn.Sequential(nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 1)).cuda()
     real, fake = torch.randn(256, 2, device="cuda"), torch.randn(256, 2, device="cuda")
-    torch.manual_seed(3)
-    reference = gradient_penalty(critic, real, fake, 10.0, contextlib.nullcontext()).item()
-    torch.manual_seed(3)
+    alpha = torch.rand(256, 1, device="cuda")
+    reference = gradient_penalty(critic, real, fake, alpha, 10.0, contextlib.nullcontext()).item()
     float16 = torch.autocast("cuda", dtype=torch.float16)
-    scaled = gradient_penalty(critic, real, fake, 10.0, float16, scale=1024.0).item()
+    scaled = gradient_penalty(critic, real, fake, alpha, 10.0, float16, scale=1024.0).item()
     assert scaled == pytest.approx(reference, rel=1e-2)
 
 
@@ -143,6 +139,27 @@ def test_wgan_gp_with_every_other_trick(tmp_path, script):
     # the schedules step once per optimizer step: 10 generator steps and 50 critic steps an epoch
     assert last["generator_scheduler"]["last_epoch"] == 20 and last["critic_scheduler"]["last_epoch"] == 100
     assert {p.name for p in (tmp_path / "a").iterdir()} >= {"lr_schedule.png", "samples.png", "best.pt"}
+
+
+@pytest.mark.parametrize(("gp", "optimizer"), [(True, "sgd"), (False, "adam")], ids=["wgan-gp", "plain"])
+def test_accumulation_equals_one_large_batch(tmp_path, script, gp, optimizer):
+    """2 micro-batches of 32 against batches of 64: a step draws its whole batch at once (real samples, noise and,
+    with the penalty, its mixing weights) and splits it, so both runs draw the same inputs, and a window's mean
+    gradient is the large batch's: the same weights, both models, to float32's rounding. (WGAN-GP with SGD: Adam
+    divides by each gradient's running size, and the penalty's near-zero gradients then turn that rounding into
+    steps of up to the learning rate.)"""
+    common = ["--epochs", 2, "--steps-per-epoch", 5, "--n-critic", 2, "--seed", 4, "--warmup-steps", 2,
+              "--optimizer", optimizer]  # fmt: skip
+    small = [*common, "--accumulate-steps", 2, "--batch-size", 32, "--out-dir", tmp_path / "k2"]
+    run_main(script(gp=gp, seed=True, accumulate=True), small)
+    run_main(script(gp=gp, seed=True), [*common, "--batch-size", 64, "--out-dir", tmp_path / "large"])
+    k2, large = checkpoint(tmp_path / "k2" / "last.pt"), checkpoint(tmp_path / "large" / "last.pt")
+    untrained = script(gp=gp, seed=True).build_models(script(gp=gp, seed=True).parse_args([]))
+    for name, model in zip(("generator", "critic"), untrained, strict=True):
+        assert max_difference(k2[name], large[name]) < 1e-5, name
+        assert max_difference(large[name], model.state_dict()) > 1e-3, f"the {name} trained"
+    for a, b in zip(metrics(tmp_path / "k2"), metrics(tmp_path / "large"), strict=True):
+        assert float(a["generator_loss"]) == pytest.approx(float(b["generator_loss"]), rel=1e-4, abs=1e-6)
 
 
 def test_float16_scaling_composes_with_the_penalty(tmp_path, script):

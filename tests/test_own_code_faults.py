@@ -135,7 +135,8 @@ def test_the_readmes_give_sample_real_its_signature(projects, tmp_path):
     assert "`sample_real(n, device)`" in (ROOT / "README.md").read_text()
     assert "sample_real(n)" not in (gan / "README.md").read_text() + (ROOT / "README.md").read_text()
     assert "def sample_real(n, device):" in (gan / "train.py").read_text()
-    assert "sample_real(args.batch_size, device)" in (gan / "train.py").read_text()
+    assert "real = sample_real(n, device)" in (gan / "train.py").read_text()
+    assert "draw_inputs(args.batch_size, args, device)" in (gan / "train.py").read_text()
 
 
 @pytest.mark.slow  # a training script in a process of its own

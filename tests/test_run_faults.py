@@ -329,7 +329,7 @@ def test_the_penalty_s_gradient_is_taken_outside_autocast(modules, monkeypatch):
     monkeypatch.setattr(module.torch.autograd, "grad", recording_grad)
     critic = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
     bfloat16 = torch.autocast("cpu", dtype=torch.bfloat16)
-    penalty = module.gradient_penalty(critic, torch.randn(16, 2), torch.randn(16, 2), 10.0, bfloat16)
+    penalty = module.gradient_penalty(critic, torch.randn(16, 2), torch.randn(16, 2), torch.rand(16, 1), 10.0, bfloat16)
     assert autocast_on == [False]
     assert penalty.requires_grad and torch.isfinite(penalty)
 

@@ -293,14 +293,12 @@ def check_real():
         fail(f"sample_real gives {dtype} points, the models' weights are {torch.get_default_dtype()}: convert them", 2)
 
 
-def gradient_penalty(critic, real, fake, lambda_gp, autocast, scale=1.0):
-    """WGAN-GP's penalty: lambda * E[(||grad D(x)||_2 - 1)^2] at random points x between real and
-    fake samples (Gulrajani et al. 2017, eq. 3). The scores and the penalty are computed under autocast,
-    their gradient outside it, as PyTorch's AMP examples do ("backward passes under autocast are not
-    recommended"). Under a float16 GradScaler, pass its scale: the gradient is taken of the scaled
-    scores, so it does not underflow, and unscaled before use."""
-    # one mixing weight per sample, broadcast over the sample's other dimensions, whatever its rank
-    alpha = torch.rand(real.size(0), *[1] * (real.dim() - 1), device=real.device)
+def gradient_penalty(critic, real, fake, alpha, lambda_gp, autocast, scale=1.0):
+    """WGAN-GP's penalty: lambda * E[(||grad D(x)||_2 - 1)^2] at random points x = alpha real + (1 - alpha) fake
+    between real and fake samples (Gulrajani et al. 2017, eq. 3); alpha: a mixing weight per sample, of shape
+    (n, 1, ...). The scores and the penalty are computed under autocast, their gradient outside it, as PyTorch's
+    AMP examples do ("backward passes under autocast are not recommended"). Under a float16 GradScaler, pass its
+    scale: the gradient is taken of the scaled scores, so it does not underflow, and unscaled before use."""
     points = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)
     with autocast:
         scores = critic(points)
@@ -364,6 +362,16 @@ class EarlyStopping:
         )
 
 
+def draw_inputs(n, args, device):
+    """A critic step's random inputs for n samples, in the order they are drawn: a step split into micro-batches or
+    over processes draws its whole batch at once, so that it draws what one batch of them all would."""
+    real = sample_real(n, device)
+    noise = torch.randn(n, args.latent_dim, device=device)
+    # the penalty's mixing weights, one per sample, broadcast over the sample's other dimensions, whatever its rank
+    alpha = torch.rand(n, *[1] * (real.dim() - 1), device=device)
+    return real, noise, alpha
+
+
 def new_tally():
     """What an epoch adds up, step by step: history's per-step values, as tensors so that the loop never waits
     for the device (these columns first). last.pt keeps it when the run is saved mid-epoch."""
@@ -398,12 +406,12 @@ def train_one_epoch(
     progress = progress_bar(args.steps_per_epoch)
     for step in range(position["done"] if position else 0, args.steps_per_epoch):
         for _ in range(args.n_critic):
-            real = sample_real(args.batch_size, device)
+            real, noise, alpha = draw_inputs(args.batch_size, args, device)
             with torch.no_grad():  # the critic's step does not train the generator
-                fake = generator(torch.randn(args.batch_size, args.latent_dim, device=device))
+                fake = generator(noise)
             with autocast:
                 critic_loss = compute_critic_loss(critic, real, fake)
-            penalty = gradient_penalty(critic, real, fake, args.gp_lambda, autocast, critic_scaler.get_scale())
+            penalty = gradient_penalty(critic, real, fake, alpha, args.gp_lambda, autocast, critic_scaler.get_scale())
             wasserstein = -critic_loss.detach()  # the critic's estimate, E[D(real)] - E[D(fake)]
             critic_loss = critic_loss + penalty
             critic_scaler.scale(critic_loss).backward()

@@ -273,6 +273,14 @@ def check_real():
         fail(f"sample_real gives {dtype} points, the models' weights are {torch.get_default_dtype()}: convert them", 2)
 
 
+def draw_inputs(n, args, device):
+    """A critic step's random inputs for n samples, in the order they are drawn: a step split into micro-batches or
+    over processes draws its whole batch at once, so that it draws what one batch of them all would."""
+    real = sample_real(n, device)
+    noise = torch.randn(n, args.latent_dim, device=device)
+    return real, noise
+
+
 def new_tally():
     """What an epoch adds up, step by step: history's per-step values, as tensors so that the loop never waits
     for the device (these columns first). last.pt keeps it when the run is saved mid-epoch."""
@@ -303,9 +311,9 @@ def train_one_epoch(
     progress = progress_bar(args.steps_per_epoch)
     for step in range(position["done"] if position else 0, args.steps_per_epoch):
         for _ in range(args.n_critic):
-            real = sample_real(args.batch_size, device)
+            real, noise = draw_inputs(args.batch_size, args, device)
             with torch.no_grad():  # the critic's step does not train the generator
-                fake = generator(torch.randn(args.batch_size, args.latent_dim, device=device))
+                fake = generator(noise)
             critic_loss = compute_critic_loss(critic, real, fake)
             critic_loss.backward()
             history["critic_loss"].append(critic_loss.detach())

@@ -326,11 +326,10 @@ def set_stream_states(state):
     np.random.set_state(state["numpy"])
 
 
-def gradient_penalty(critic, real, fake, lambda_gp):
-    """WGAN-GP's penalty: lambda * E[(||grad D(x)||_2 - 1)^2] at random points x between real and
-    fake samples (Gulrajani et al. 2017, eq. 3)."""
-    # one mixing weight per sample, broadcast over the sample's other dimensions, whatever its rank
-    alpha = torch.rand(real.size(0), *[1] * (real.dim() - 1), device=real.device)
+def gradient_penalty(critic, real, fake, alpha, lambda_gp):
+    """WGAN-GP's penalty: lambda * E[(||grad D(x)||_2 - 1)^2] at random points x = alpha real + (1 - alpha) fake
+    between real and fake samples (Gulrajani et al. 2017, eq. 3); alpha: a mixing weight per sample, of shape
+    (n, 1, ...)."""
     points = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)
     # create_graph: the penalty is a function of this gradient, and backward must reach the critic
     (grads,) = torch.autograd.grad(critic(points).sum(), points, create_graph=True)
@@ -412,6 +411,16 @@ class EarlyStopping:
         )
 
 
+def draw_inputs(n, args, device):
+    """A critic step's random inputs for n samples, in the order they are drawn: a step split into micro-batches or
+    over processes draws its whole batch at once, so that it draws what one batch of them all would."""
+    real = sample_real(n, device)
+    noise = torch.randn(n, args.latent_dim, device=device)
+    # the penalty's mixing weights, one per sample, broadcast over the sample's other dimensions, whatever its rank
+    alpha = torch.rand(n, *[1] * (real.dim() - 1), device=device)
+    return real, noise, alpha
+
+
 def new_tally():
     """What an epoch adds up, step by step: history's per-step values, as tensors so that the loop never waits
     for the device (these columns first). last.pt keeps it when the run is saved mid-epoch."""
@@ -442,12 +451,14 @@ def train_one_epoch(
     progress = progress_bar(args.steps_per_epoch)
     for step in range(position["done"] if position else 0, args.steps_per_epoch):
         for _ in range(args.n_critic):
-            for _ in range(args.accumulate_steps):
-                real = sample_real(args.batch_size, device)
+            # the step's whole batch, drawn at once and split: it draws what one batch of them all would
+            step_inputs = draw_inputs(args.accumulate_steps * args.batch_size, args, device)
+            for i in range(args.accumulate_steps):
+                real, noise, alpha = (x.chunk(args.accumulate_steps)[i] for x in step_inputs)
                 with torch.no_grad():  # the critic's step does not train the generator
-                    fake = generator(torch.randn(args.batch_size, args.latent_dim, device=device))
+                    fake = generator(noise)
                 critic_loss = compute_critic_loss(critic, real, fake)
-                penalty = gradient_penalty(critic, real, fake, args.gp_lambda)
+                penalty = gradient_penalty(critic, real, fake, alpha, args.gp_lambda)
                 wasserstein = -critic_loss.detach()  # the critic's estimate, E[D(real)] - E[D(fake)]
                 critic_loss = critic_loss + penalty
                 (critic_loss / args.accumulate_steps).backward()
@@ -460,8 +471,11 @@ def train_one_epoch(
             critic_optimizer.zero_grad(set_to_none=True)
             critic_scheduler.step()
         critic.requires_grad_(False)  # the generator's step leaves the critic's gradients alone
-        for _ in range(args.accumulate_steps):
-            noise = torch.randn(args.batch_size, args.latent_dim, device=device)
+        step_noise = torch.randn(
+            args.accumulate_steps * args.batch_size, args.latent_dim, device=device
+        )  # drawn at once, as the critic's
+        for i in range(args.accumulate_steps):
+            noise = step_noise.chunk(args.accumulate_steps)[i]
             generator_loss = compute_generator_loss(critic, generator(noise))
             (generator_loss / args.accumulate_steps).backward()
             history["generator_loss"].append(generator_loss.detach())

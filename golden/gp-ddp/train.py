@@ -280,11 +280,10 @@ def check_real():
         fail(f"sample_real gives {dtype} points, the models' weights are {torch.get_default_dtype()}: convert them", 2)
 
 
-def gradient_penalty(critic, real, fake, lambda_gp):
-    """WGAN-GP's penalty: lambda * E[(||grad D(x)||_2 - 1)^2] at random points x between real and
-    fake samples (Gulrajani et al. 2017, eq. 3)."""
-    # one mixing weight per sample, broadcast over the sample's other dimensions, whatever its rank
-    alpha = torch.rand(real.size(0), *[1] * (real.dim() - 1), device=real.device)
+def gradient_penalty(critic, real, fake, alpha, lambda_gp):
+    """WGAN-GP's penalty: lambda * E[(||grad D(x)||_2 - 1)^2] at random points x = alpha real + (1 - alpha) fake
+    between real and fake samples (Gulrajani et al. 2017, eq. 3); alpha: a mixing weight per sample, of shape
+    (n, 1, ...)."""
     points = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)
     # create_graph: the penalty is a function of this gradient, and backward must reach the critic
     (grads,) = torch.autograd.grad(critic(points).sum(), points, create_graph=True)
@@ -350,6 +349,16 @@ def agree(flag, group):
     return bool(flag)
 
 
+def draw_inputs(n, args, device):
+    """A critic step's random inputs for n samples, in the order they are drawn: a step split into micro-batches or
+    over processes draws its whole batch at once, so that it draws what one batch of them all would."""
+    real = sample_real(n, device)
+    noise = torch.randn(n, args.latent_dim, device=device)
+    # the penalty's mixing weights, one per sample, broadcast over the sample's other dimensions, whatever its rank
+    alpha = torch.rand(n, *[1] * (real.dim() - 1), device=device)
+    return real, noise, alpha
+
+
 def new_tally():
     """What an epoch adds up, step by step: history's per-step values, as tensors so that the loop never waits
     for the device (these columns first). last.pt keeps it when the run is saved mid-epoch."""
@@ -380,11 +389,13 @@ def train_one_epoch(
     progress = progress_bar(args.steps_per_epoch)
     for step in range(position["done"] if position else 0, args.steps_per_epoch):
         for _ in range(args.n_critic):
-            real = sample_real(args.batch_size, device)
+            # the step's whole batch, drawn at once and split: it draws what one batch of them all would
+            step_inputs = draw_inputs(dist.get_world_size() * args.batch_size, args, device)
+            real, noise, alpha = (x.chunk(dist.get_world_size())[dist.get_rank()] for x in step_inputs)
             with torch.no_grad():  # the critic's step does not train the generator
-                fake = generator(torch.randn(args.batch_size, args.latent_dim, device=device))
+                fake = generator(noise)
             critic_loss = compute_critic_loss(critic, real, fake)
-            penalty = gradient_penalty(critic, real, fake, args.gp_lambda)
+            penalty = gradient_penalty(critic, real, fake, alpha, args.gp_lambda)
             wasserstein = -critic_loss.detach()  # the critic's estimate, E[D(real)] - E[D(fake)]
             critic_loss = critic_loss + penalty
             critic_loss.backward()
@@ -395,7 +406,10 @@ def train_one_epoch(
             critic_optimizer.zero_grad(set_to_none=True)
             critic_scheduler.step()
         critic.requires_grad_(False)  # the generator's step leaves the critic's gradients alone
-        noise = torch.randn(args.batch_size, args.latent_dim, device=device)
+        step_noise = torch.randn(
+            dist.get_world_size() * args.batch_size, args.latent_dim, device=device
+        )  # drawn at once, as the critic's
+        noise = step_noise.chunk(dist.get_world_size())[dist.get_rank()]
         generator_loss = compute_generator_loss(critic.module, generator(noise))
         generator_loss.backward()
         history["generator_loss"].append(generator_loss.detach())

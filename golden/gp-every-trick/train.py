@@ -376,14 +376,12 @@ def set_stream_states(state):
 
 # torch.compile has no double backward, which this function needs: the models run eagerly in it
 @torch.compiler.set_stance("force_eager")
-def gradient_penalty(critic, real, fake, lambda_gp, autocast, scale=1.0):
-    """WGAN-GP's penalty: lambda * E[(||grad D(x)||_2 - 1)^2] at random points x between real and
-    fake samples (Gulrajani et al. 2017, eq. 3). The scores and the penalty are computed under autocast,
-    their gradient outside it, as PyTorch's AMP examples do ("backward passes under autocast are not
-    recommended"). Under a float16 GradScaler, pass its scale: the gradient is taken of the scaled
-    scores, so it does not underflow, and unscaled before use."""
-    # one mixing weight per sample, broadcast over the sample's other dimensions, whatever its rank
-    alpha = torch.rand(real.size(0), *[1] * (real.dim() - 1), device=real.device)
+def gradient_penalty(critic, real, fake, alpha, lambda_gp, autocast, scale=1.0):
+    """WGAN-GP's penalty: lambda * E[(||grad D(x)||_2 - 1)^2] at random points x = alpha real + (1 - alpha) fake
+    between real and fake samples (Gulrajani et al. 2017, eq. 3); alpha: a mixing weight per sample, of shape
+    (n, 1, ...). The scores and the penalty are computed under autocast, their gradient outside it, as PyTorch's
+    AMP examples do ("backward passes under autocast are not recommended"). Under a float16 GradScaler, pass its
+    scale: the gradient is taken of the scaled scores, so it does not underflow, and unscaled before use."""
     points = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)
     with autocast:
         scores = critic(points)
@@ -564,6 +562,16 @@ def agree(flag, group):
     return bool(flag)
 
 
+def draw_inputs(n, args, device):
+    """A critic step's random inputs for n samples, in the order they are drawn: a step split into micro-batches or
+    over processes draws its whole batch at once, so that it draws what one batch of them all would."""
+    real = sample_real(n, device)
+    noise = torch.randn(n, args.latent_dim, device=device)
+    # the penalty's mixing weights, one per sample, broadcast over the sample's other dimensions, whatever its rank
+    alpha = torch.rand(n, *[1] * (real.dim() - 1), device=device)
+    return real, noise, alpha
+
+
 def new_tally():
     """What an epoch adds up, step by step: history's per-step values, as tensors so that the loop never waits
     for the device (these columns first). last.pt keeps it when the run is saved mid-epoch."""
@@ -600,15 +608,21 @@ def train_one_epoch(
     progress = progress_bar(args.steps_per_epoch)
     for step in range(position["done"] if position else 0, args.steps_per_epoch):
         for _ in range(args.n_critic):
+            # the step's whole batch, drawn at once and split: it draws what one batch of them all would
+            step_inputs = draw_inputs(dist.get_world_size() * args.accumulate_steps * args.batch_size, args, device)
             for i in range(args.accumulate_steps):
-                real = sample_real(args.batch_size, device)
+                real, noise, alpha = (
+                    x.chunk(args.accumulate_steps)[i].chunk(dist.get_world_size())[dist.get_rank()] for x in step_inputs
+                )
                 with torch.no_grad():  # the critic's step does not train the generator
-                    fake = generator(torch.randn(args.batch_size, args.latent_dim, device=device))
+                    fake = generator(noise)
                 # all-reduce the gradients once per optimizer step, on the window's last micro-batch
                 with nullcontext() if i == args.accumulate_steps - 1 else critic.no_sync():
                     with autocast:
                         critic_loss = compute_critic_loss(critic, real, fake)
-                    penalty = gradient_penalty(critic, real, fake, args.gp_lambda, autocast, critic_scaler.get_scale())
+                    penalty = gradient_penalty(
+                        critic, real, fake, alpha, args.gp_lambda, autocast, critic_scaler.get_scale()
+                    )
                     wasserstein = -critic_loss.detach()  # the critic's estimate, E[D(real)] - E[D(fake)]
                     critic_loss = critic_loss + penalty
                     critic_scaler.scale(critic_loss / args.accumulate_steps).backward()
@@ -627,8 +641,11 @@ def train_one_epoch(
             else:
                 critic_scheduler.step()
         critic.requires_grad_(False)  # the generator's step leaves the critic's gradients alone
+        step_noise = torch.randn(
+            dist.get_world_size() * args.accumulate_steps * args.batch_size, args.latent_dim, device=device
+        )  # drawn at once, as the critic's
         for i in range(args.accumulate_steps):
-            noise = torch.randn(args.batch_size, args.latent_dim, device=device)
+            noise = step_noise.chunk(args.accumulate_steps)[i].chunk(dist.get_world_size())[dist.get_rank()]
             # all-reduce the gradients once per optimizer step, on the window's last micro-batch
             with nullcontext() if i == args.accumulate_steps - 1 else generator.no_sync():
                 with autocast:
@@ -680,8 +697,8 @@ def train(args, argv, writer):
         signal.signal(signum, stop.request)
     check_real()  # before seeding: the draw it takes changes no seeded run
     device = rank_device(pick_device(args.device))
-    # each rank its own random streams; DDP gives every rank rank 0's initial weights
-    set_seed((args.seed + dist.get_rank()) % 2**32)
+    # every rank the same random streams: each draws a step's whole batch and trains on its part
+    set_seed(args.seed)
     out_dir = shared_out_dir(args, writer)
     generator, critic = (model.to(device) for model in build_models(args))
     generator = DDP(generator, device_ids=[device.index] if device.type == "cuda" else None)
