@@ -234,11 +234,11 @@ HOOKS = (
     ),
     # the epoch
     Hook(
-        "train_params",
-        "expr",
-        "the signature of `train_one_epoch` and its call",
-        receives="the parameter list",
-        defines="adds parameters",
+        "run_fields",
+        "slot",
+        "the `Run` dataclass that train() makes and train_one_epoch(run, ...) reads; train_one_epoch unpacks each "
+        "trick's fields into locals of the same names",
+        defines="`name: type` lines, a field each (amp: `autocast`, the scalers; ema: `ema`; tensorboard: `board`)",
     ),
     Hook(
         "eval_params",
@@ -606,7 +606,7 @@ HOOKS = (
 BY_NAME = {hook.name: hook for hook in HOOKS}
 
 # What each skeleton owes base.py.j2: the variables it sets, the blocks it must fill, the blocks it may fill.
-SKELETON_SETS = ("models", "step_count", "epoch_units", "task_stdlib_imports", "task_imports")
+SKELETON_SETS = ("models", "run_fields", "step_count", "epoch_units", "task_stdlib_imports", "task_imports")
 SKELETON_FILLS = ("docstring", "data_and_epoch", "build", "epoch", "row", "summary")
 SKELETON_MAY_FILL = ("check_args", "checks", "stateful", "before_resume", "restore", "checkpoint", "end_of_run")
 
@@ -686,7 +686,13 @@ if __name__ == "__main__":
 
 SHARED = ("base.py.j2", "common.j2", "args.j2", "README.md", "requirements.txt")  # every skeleton's
 MECHANISM = {"slot": {"width", "sep", "lead"}, "expr": {"default"}, "block": {"width"}}  # slots.j2's own arguments
-WRAPPERS = {"backward": [("expr", "loss_scale"), ("expr", "backward")], "kept": [("expr", "step_values")]}
+WRAPPERS = {
+    "backward": [("expr", "loss_scale"), ("expr", "backward")],
+    "kept": [("expr", "step_values")],
+    "run_class": [("slot", "run_fields")],
+    "run_names": [("slot", "run_fields")],
+    "run_unpack": [("slot", "run_fields")],
+}
 
 
 @dataclass(frozen=True)

@@ -154,7 +154,8 @@ def test_float16_scaler_skips_overflowing_steps_without_advancing_the_schedule(s
     scheduler = module.build_scheduler(optimizer, args, total_steps=len(train_loader))
     autocast = torch.autocast("cpu", dtype=torch.float16)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)
-    result = module.train_one_epoch(model, train_loader, optimizer, scheduler, autocast, scaler, args, no_pause, None)
+    run = module.Run(model, train_loader, optimizer, scheduler, autocast=autocast, scaler=scaler)
+    result = module.train_one_epoch(run, args, no_pause, None)
     assert 0 < result["skipped_steps"] < len(train_loader)
     assert scheduler.last_epoch == len(train_loader) - result["skipped_steps"]
     assert scaler.get_scale() == 2.0 ** (40 - result["skipped_steps"])

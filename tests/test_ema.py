@@ -60,9 +60,8 @@ def test_a_float16_step_the_scaler_skips_does_not_move_the_average(rendered, rec
     ema = AveragedModel(model)
     autocast = torch.autocast("cpu", dtype=torch.float16)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)  # overflows float16 for the first steps
-    result = module.train_one_epoch(
-        model, train_loader, optimizer, scheduler, autocast, scaler, ema, args, no_pause, None
-    )
+    run = module.Run(model, train_loader, optimizer, scheduler, autocast=autocast, scaler=scaler, ema=ema)
+    result = module.train_one_epoch(run, args, no_pause, None)
     assert 0 < result["skipped_steps"] < len(train_loader)
     assert len(recorded_updates) == ema.n_averaged.item() == len(train_loader) - result["skipped_steps"]
 

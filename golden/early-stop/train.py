@@ -24,6 +24,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -298,9 +299,22 @@ def epoch_batches(train_loader, position):
     return position["tally"], enumerate(start_reading(train_loader), position["done"] + 1)
 
 
-def train_one_epoch(model, train_loader, optimizer, scheduler, args, pause, position):
-    """One pass over the training set; returns the epoch's training metrics. After each optimizer step,
-    pause() may save the run there or stop it; position: where a run saved mid-epoch resumes this epoch."""
+@dataclass
+class Run:
+    """What train_one_epoch trains with, made once by train(): the task's objects, then the tricks'. A trick whose
+    code in the loop needs an object of the run adds it here, as a field."""
+
+    model: nn.Module
+    train_loader: DataLoader
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+
+def train_one_epoch(run, args, pause, position):
+    """One pass over the training set with the run's objects; returns the epoch's training metrics. After each
+    optimizer step, pause() may save the run there or stop it; position: where a run saved mid-epoch resumes this
+    epoch."""
+    model, train_loader, optimizer, scheduler = run.model, run.train_loader, run.optimizer, run.scheduler
     model.train()
     device = next(model.parameters()).device
     tally, batches = epoch_batches(train_loader, position)
@@ -546,12 +560,13 @@ def train(args, argv, writer):
         if stopping:
             exit_stopped(argv, out_dir, writer, stop.signal, saved_epoch, saved_done)
 
+    run = Run(model, train_loader, optimizer, scheduler)
     print(f"training on {device}, writing to {out_dir}")
     try:
         for epoch in range(start_epoch, args.epochs + 1):
             started = time.time()
             train_loader.sampler.set_epoch(epoch)
-            train_metrics = train_one_epoch(model, train_loader, optimizer, scheduler, args, pause, position)
+            train_metrics = train_one_epoch(run, args, pause, position)
             val_metrics = evaluate(model, val_loader)
             position = None
             writer.wait()  # the last epoch's files: a write that failed stops the run here

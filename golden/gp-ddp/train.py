@@ -35,6 +35,7 @@ import sys
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -367,20 +368,26 @@ def new_tally():
     }
 
 
-def train_one_epoch(
-    generator,
-    critic,
-    critic_optimizer,
-    generator_optimizer,
-    critic_scheduler,
-    generator_scheduler,
-    args,
-    pause,
-    position,
-):
+@dataclass
+class Run:
+    """What train_one_epoch trains with, made once by train(): the task's objects, then the tricks'. A trick whose
+    code in the loop needs an object of the run adds it here, as a field."""
+
+    generator: nn.Module
+    critic: nn.Module
+    critic_optimizer: torch.optim.Optimizer
+    generator_optimizer: torch.optim.Optimizer
+    critic_scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator_scheduler: torch.optim.lr_scheduler.LRScheduler
+
+
+def train_one_epoch(run, args, pause, position):
     """--steps-per-epoch generator steps, each after --n-critic critic steps; returns the epoch's mean losses.
     After each generator step, pause() may save the run there or stop it; position: where a run saved
     mid-epoch resumes this epoch."""
+    generator, critic = run.generator, run.critic
+    critic_optimizer, generator_optimizer = run.critic_optimizer, run.generator_optimizer
+    critic_scheduler, generator_scheduler = run.critic_scheduler, run.generator_scheduler
     generator.train()
     critic.train()
     device = next(critic.parameters()).device
@@ -518,21 +525,12 @@ def train(args, argv, writer):
         if stopping:
             exit_stopped(argv, out_dir, writer, stop.signal, saved_epoch, saved_done)
 
+    run = Run(generator, critic, critic_optimizer, generator_optimizer, critic_scheduler, generator_scheduler)
     print(f"training on {device}, writing to {out_dir}")
     try:
         for epoch in range(start_epoch, args.epochs + 1):
             started = time.time()
-            train_metrics = train_one_epoch(
-                generator,
-                critic,
-                critic_optimizer,
-                generator_optimizer,
-                critic_scheduler,
-                generator_scheduler,
-                args,
-                pause,
-                position,
-            )
+            train_metrics = train_one_epoch(run, args, pause, position)
             position = None
             writer.wait()  # the last epoch's files: a write that failed stops the run here
             row = {

@@ -37,6 +37,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -652,9 +653,28 @@ def new_tally():
     }
 
 
-def train_one_epoch(model, batches, optimizer, scheduler, autocast, scaler, ema, board, args, pause, position):
+@dataclass
+class Run:
+    """What train_one_epoch trains with, made once by train(): the task's objects, then the tricks'. A trick whose
+    code in the loop needs an object of the run adds it here, as a field."""
+
+    model: nn.Module
+    batches: Batches
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    autocast: torch.autocast
+    scaler: torch.amp.GradScaler
+    ema: AveragedModel
+    board: object  # the SummaryWriter, or None where it writes nothing: tensorboard is imported when the run opens it
+
+
+def train_one_epoch(run, args, pause, position):
     """--steps-per-epoch optimizer steps; returns the epoch's training metrics. After each step, pause() may
     save the run there or stop it; position: where a run saved mid-epoch resumes this epoch."""
+    model, batches, optimizer, scheduler = run.model, run.batches, run.optimizer, run.scheduler
+    autocast, scaler = run.autocast, run.scaler
+    ema = run.ema
+    board = run.board
     model.train()
     device = next(model.parameters()).device
     tally = position["tally"][dist.get_rank()] if position else new_tally()
@@ -890,13 +910,12 @@ def train(args, argv, writer):
         if stopping:
             exit_stopped(argv, out_dir, writer, stop.signal, saved_epoch, saved_done)
 
+    run = Run(model, batches, optimizer, scheduler, autocast, scaler, ema, board)
     print(f"training on {device}, writing to {out_dir}")
     try:
         for epoch in range(start_epoch, args.epochs + 1):
             started = time.time()
-            train_metrics = train_one_epoch(
-                model, batches, optimizer, scheduler, autocast, scaler, ema, board, args, pause, position
-            )
+            train_metrics = train_one_epoch(run, args, pause, position)
             val_metrics = evaluate(ema.module, val_windows, args, autocast)
             if dist.get_rank() == 0:  # rank 0 alone writes files
                 sample = generate(ema.module, vocab, args, sample_generator.manual_seed(0))

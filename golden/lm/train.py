@@ -29,6 +29,7 @@ import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -380,9 +381,21 @@ def new_tally():
     }
 
 
-def train_one_epoch(model, batches, optimizer, scheduler, args, pause, position):
+@dataclass
+class Run:
+    """What train_one_epoch trains with, made once by train(): the task's objects, then the tricks'. A trick whose
+    code in the loop needs an object of the run adds it here, as a field."""
+
+    model: nn.Module
+    batches: Batches
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+
+def train_one_epoch(run, args, pause, position):
     """--steps-per-epoch optimizer steps; returns the epoch's training metrics. After each step, pause() may
     save the run there or stop it; position: where a run saved mid-epoch resumes this epoch."""
+    model, batches, optimizer, scheduler = run.model, run.batches, run.optimizer, run.scheduler
     model.train()
     device = next(model.parameters()).device
     tally = position["tally"] if position else new_tally()
@@ -555,11 +568,12 @@ def train(args, argv, writer):
         if stopping:
             exit_stopped(argv, out_dir, writer, stop.signal, saved_epoch, saved_done)
 
+    run = Run(model, batches, optimizer, scheduler)
     print(f"training on {device}, writing to {out_dir}")
     try:
         for epoch in range(start_epoch, args.epochs + 1):
             started = time.time()
-            train_metrics = train_one_epoch(model, batches, optimizer, scheduler, args, pause, position)
+            train_metrics = train_one_epoch(run, args, pause, position)
             val_metrics = evaluate(model, val_windows, args)
             sample = generate(model, vocab, args, sample_generator.manual_seed(0))
             samples.append(f"epoch {epoch}:\n{sample}\n")
