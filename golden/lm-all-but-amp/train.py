@@ -504,13 +504,15 @@ def new_tally():
 
 @dataclass
 class Run:
-    """What train_one_epoch trains with, made once by train(): the task's objects, then the tricks'. A trick whose
-    code in the loop needs an object of the run adds it here, as a field."""
+    """What train_one_epoch trains with, made once by train(): the task's objects, then the tricks' (a trick whose
+    code in the loop needs an object of the run adds it here, as a field); then where the run's saves stand."""
 
     model: nn.Module
     batches: Batches
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    saved_epoch: int = 0  # the last epoch last.pt holds whole
+    saved_done: int = 0  # how far into the next epoch a later save is: pause() and each epoch's end keep both
 
 
 def train_one_epoch(run, args, pause, position):
@@ -646,7 +648,7 @@ def train(args, argv, writer):
     samples = []  # each epoch's sample: samples.txt, kept in last.pt too
     sample_generator = torch.Generator(device)  # seeded anew for each sample: they differ by the model alone
     start_epoch, saved_epoch, rows = 1, 0, []  # rows: metrics.csv's, kept in last.pt too
-    position, saved_done = None, 0  # a save between epoch ends: how far into the next epoch it is
+    position = None  # a save between epoch ends: how far into the next epoch it is
     if args.resume:
         checkpoint = load_resumable(out_dir, args, SCRIPT, SAFE_TO_CHANGE)
         if checkpoint["vocab"] != vocab:
@@ -668,6 +670,7 @@ def train(args, argv, writer):
     info = {"task": SCRIPT["task"], "tricks": TRICKS, "args": vars(args)}  # what the run is, beside its metrics
     write_atomic(out_dir / "run.json", json.dumps(info, indent=1).encode())
     plot_lr_schedule(args, total_steps, out_dir / "lr_schedule.png")
+    run = Run(model, batches, optimizer, scheduler, saved_epoch=saved_epoch)
 
     def checkpoint_at(epoch, position=None):
         """What last.pt holds: every stateful object's state, the rows, the random states, the options; with a
@@ -688,19 +691,17 @@ def train(args, argv, writer):
         """Called by train_one_epoch after each optimizer step, `done` steps into the epoch, with its
         tally so far: every --save-every-steps steps it saves the run there; once a signal has asked, it saves
         the run there and stops it (every rank at the same step). An epoch's last step is left to its end."""
-        nonlocal saved_done
         if done == args.steps_per_epoch:
             return
         stopping = stop.asked
         if stopping or (args.save_every_steps and scheduler.last_epoch % args.save_every_steps == 0):
             position = {"done": done, "tally": tally}
-            checkpoint = checkpoint_at(saved_epoch, position)
+            checkpoint = checkpoint_at(run.saved_epoch, position)
             writer.save_later(epoch, checkpoint, out_dir / "last.pt", keep_previous=True)
-            saved_done = done
+            run.saved_done = done
         if stopping:
-            exit_stopped(argv, out_dir, writer, stop.signal, saved_epoch, saved_done)
+            exit_stopped(argv, out_dir, writer, stop.signal, run.saved_epoch, run.saved_done)
 
-    run = Run(model, batches, optimizer, scheduler)
     print(f"training on {device}, writing to {out_dir}")
     try:
         for epoch in range(start_epoch, args.epochs + 1):
@@ -732,16 +733,16 @@ def train(args, argv, writer):
                 writer.save_later(epoch, {**models, **best}, out_dir / "best.pt")
             writer.later(epoch, append_metrics, out_dir / "metrics.csv", row)
             writer.save_later(epoch, checkpoint, out_dir / "last.pt", keep_previous=True)
-            saved_epoch, saved_done = epoch, 0
+            run.saved_epoch, run.saved_done = epoch, 0
             if stop.asked:
-                exit_stopped(argv, out_dir, writer, stop.signal, saved_epoch)
+                exit_stopped(argv, out_dir, writer, stop.signal, run.saved_epoch)
             if early_stopping.should_stop:
                 print(f"{args.monitor} has not improved for {early_stopping.stale_epochs} epochs: stopping early")
                 break
     except KeyboardInterrupt as interrupt:
-        exit_stopped(argv, out_dir, writer, signal_of(interrupt), saved_epoch, saved_done)
+        exit_stopped(argv, out_dir, writer, signal_of(interrupt), run.saved_epoch, run.saved_done)
     except FloatingPointError as err:
-        fail(f"epoch {epoch}: {err}; stopped, {saved(out_dir, saved_epoch, saved_done)}")
+        fail(f"epoch {epoch}: {err}; stopped, {saved(out_dir, run.saved_epoch, run.saved_done)}")
     finally:
         writer.wait()  # every file is on disk before the run ends
     best = torch.load(out_dir / "best.pt", map_location=device)
