@@ -405,8 +405,8 @@ class Run:
     train_loader: DataLoader
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    autocast: torch.autocast
-    scaler: torch.amp.GradScaler
+    autocast: torch.autocast  # the forward passes' mixed precision
+    scaler: torch.amp.GradScaler  # float16's loss scaling (disabled for bfloat16)
     saved_epoch: int = 0  # the last epoch last.pt holds whole
     saved_done: int = 0  # how far into the next epoch a later save is: pause() and each epoch's end keep both
 

@@ -393,9 +393,9 @@ class Run:
     generator_optimizer: torch.optim.Optimizer
     critic_scheduler: torch.optim.lr_scheduler.LRScheduler
     generator_scheduler: torch.optim.lr_scheduler.LRScheduler
-    autocast: torch.autocast
-    critic_scaler: torch.amp.GradScaler
-    generator_scaler: torch.amp.GradScaler
+    autocast: torch.autocast  # the forward passes' mixed precision
+    critic_scaler: torch.amp.GradScaler  # float16's loss scaling of the critic's loss (disabled for bfloat16)
+    generator_scaler: torch.amp.GradScaler  # float16's loss scaling of the generator's loss (disabled for bfloat16)
     saved_epoch: int = 0  # the last epoch last.pt holds whole
     saved_done: int = 0  # how far into the next epoch a later save is: pause() and each epoch's end keep both
 

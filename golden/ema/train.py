@@ -278,7 +278,7 @@ class Run:
     train_loader: DataLoader
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    ema: AveragedModel
+    ema: AveragedModel  # the moving average of the model's weights, updated after each optimizer step
     saved_epoch: int = 0  # the last epoch last.pt holds whole
     saved_done: int = 0  # how far into the next epoch a later save is: pause() and each epoch's end keep both
 

@@ -527,9 +527,9 @@ class Run:
     train_loader: DataLoader
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    autocast: torch.autocast
-    scaler: torch.amp.GradScaler
-    ema: AveragedModel
+    autocast: torch.autocast  # the forward passes' mixed precision
+    scaler: torch.amp.GradScaler  # float16's loss scaling (disabled for bfloat16)
+    ema: AveragedModel  # the moving average of the model's weights, updated after each optimizer step
     board: object  # the SummaryWriter, or None where it writes nothing: tensorboard is imported when the run opens it
     saved_epoch: int = 0  # the last epoch last.pt holds whole
     saved_done: int = 0  # how far into the next epoch a later save is: pause() and each epoch's end keep both

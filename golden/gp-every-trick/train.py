@@ -593,10 +593,10 @@ class Run:
     generator_optimizer: torch.optim.Optimizer
     critic_scheduler: torch.optim.lr_scheduler.LRScheduler
     generator_scheduler: torch.optim.lr_scheduler.LRScheduler
-    autocast: torch.autocast
-    critic_scaler: torch.amp.GradScaler
-    generator_scaler: torch.amp.GradScaler
-    ema: AveragedModel
+    autocast: torch.autocast  # the forward passes' mixed precision
+    critic_scaler: torch.amp.GradScaler  # float16's loss scaling of the critic's loss (disabled for bfloat16)
+    generator_scaler: torch.amp.GradScaler  # float16's loss scaling of the generator's loss (disabled for bfloat16)
+    ema: AveragedModel  # the moving average of the generator's weights, updated after each optimizer step
     board: object  # the SummaryWriter, or None where it writes nothing: tensorboard is imported when the run opens it
     saved_epoch: int = 0  # the last epoch last.pt holds whole
     saved_done: int = 0  # how far into the next epoch a later save is: pause() and each epoch's end keep both
