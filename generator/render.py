@@ -90,10 +90,10 @@ def format_python(project: Path) -> None:
     from ruff.__main__ import find_ruff_bin
 
     files = sorted(str(path) for path in project.glob("*.py"))
-    result = subprocess.run([find_ruff_bin(), "format", "--quiet", "--no-cache", *files], cwd=project,
-                            capture_output=True, text=True, check=False)  # fmt: skip
-    if result.returncode != 0:
-        raise TemplateError(f"template error: ruff format failed on the rendered project: {result.stderr.strip()}")
+    result = subprocess.run([find_ruff_bin(), "format", "--no-cache", *files], cwd=project, capture_output=True,
+                            text=True, check=False)  # fmt: skip
+    if result.returncode != 0:  # a template that renders invalid Python: ruff names the file and the line
+        raise TemplateError(f"template error: the rendered project is not valid Python: {result.stderr.strip()}")
 
 
 def render_script(options: Options, project_name: str = DEFAULT_PROJECT_NAME) -> str:

@@ -162,3 +162,14 @@ def test_help_shows_no_value_beside_flags_and_created_names_tricks_as_flags(tmp_
     assert "  --lr-plot " in help_text
     result = tricks_cli("new", tmp_path / "exp", "--lr-plot", "--early-stop")
     assert result.stdout.splitlines()[0] == f"created {tmp_path / 'exp'}/ with lr-plot, early-stop (classify)"
+
+
+def test_a_template_that_renders_invalid_python_is_one_line_naming_the_file_and_line(tmp_path):
+    from generator.errors import TemplateError
+    from generator.render import format_python
+
+    (tmp_path / "train.py").write_text("def broken(:\n    pass\n")
+    with pytest.raises(TemplateError) as error:
+        format_python(tmp_path)
+    assert str(error.value).startswith("template error: the rendered project is not valid Python: error: Failed")
+    assert "train.py:1:12" in str(error.value)

@@ -12,4 +12,4 @@ except ImportError:
     print("note: ruff is not installed; the project's Python files are left unformatted", file=sys.stderr)
 else:
     files = sorted(str(path) for path in Path.cwd().glob("*.py"))
-    subprocess.run([find_ruff_bin(), "format", "--quiet", "--no-cache", *files], check=True)
+    subprocess.run([find_ruff_bin(), "format", "--no-cache", *files], check=True, stdout=subprocess.DEVNULL)
