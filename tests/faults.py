@@ -2,6 +2,7 @@
 run they compare a resumed one with."""
 
 import hashlib
+import os
 import subprocess
 import sys
 import time
@@ -20,13 +21,15 @@ def hashes(folder):
     }
 
 
-def start(project, *args):
+def start(project, *args, env=None):
+    """`python train.py ARGS` in a process of its own; env: variables to set for it, beside os.environ's."""
     return subprocess.Popen(
         [sys.executable, "train.py", *map(str, args)],
         cwd=project,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **(env or {})},
     )
 
 

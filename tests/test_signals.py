@@ -43,9 +43,7 @@ def test_ctrl_c_twice_stops_at_once_keeping_the_last_save(tmp_path, projects):
     comes; the second ends the run there, with last.pt as the last epoch left it."""
     project = edit(tmp_path / "p", projects["classify"])
     stalled, out = tmp_path / "stalled", tmp_path / "run"
-    env = {**os.environ, "SLOW": str(tmp_path / "stall")}
-    process = subprocess.Popen([sys.executable, "train.py", *map(str, ARGS), "--out-dir", out], cwd=project, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    process = start(project, *ARGS, "--out-dir", out, env={"SLOW": str(tmp_path / "stall")})
     try:
         wait_for_rows(out, 1, process)
         (tmp_path / "stall").touch()  # every load from now on stalls
