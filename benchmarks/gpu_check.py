@@ -2,7 +2,8 @@
 float16 (GradScaler) and in bfloat16, and compiled (--compile) in float32 and bfloat16; prints the
 speed-up and the final losses side by side. Then the language model (--task lm) at nanoGPT's
 shakespeare_char size, in float32, bfloat16 and bfloat16 compiled: tokens per second and the model FLOPs
-utilisation (nanoGPT's estimate, against the GPU's bfloat16 peak: PEAK_TFLOPS, else a known GPU's).
+utilisation (nanoGPT's estimate, against the GPU's bfloat16 peak: PEAK_TFLOPS, else a known GPU's). Then the
+image classifier (--task image): images per second in float32 and with --amp (channels_last on CUDA).
 Run it through benchmarks/gpu_check.sh; the test suite never needs a GPU."""
 
 import contextlib
@@ -107,6 +108,7 @@ def main() -> None:
               f"{float(last['val_loss']):9.4f} {last.get('skipped_steps', '-'):>8s}")  # fmt: skip
 
     lm_rows(tmp)
+    image_rows(tmp)
 
 
 # nanoGPT's shakespeare_char model: 6 layers of 384, 6 heads, 256 characters of context, batches of 64
@@ -137,6 +139,25 @@ def lm_rows(tmp: Path) -> None:
         rate = statistics.median(float(row["tokens_per_s"]) for row in rows[1:])
         mfu = f"{rate * flops_per_token / peak:.1%}" if peak else "-"
         print(f"{label:26s} {rate:12,.0f} tokens/s  MFU {mfu:>6s}  val_bpc {float(rows[-1]['val_bpc']):.3f}")
+
+
+def image_rows(tmp: Path) -> None:
+    """--task image on its default data at 64x64 with a ResNet of width 64: images/s after epoch 1, in float32
+    and with --amp (bfloat16, channels_last: the script puts the model and the batches in that layout on CUDA)."""
+    plain = load(render_project(Options.create("image", seed=True), "image", tmp) / "train.py")
+    mixed = load(render_project(Options.create("image", seed=True, amp=True), "image-amp", tmp) / "train.py")
+    size = ["--image-size", "64", "--width", "64", "--depth", "2", "--batch-size", "256", "--num-workers", "8"]
+    print(f"\n--task image ({' '.join(size)}); images/s after epoch 1")
+    for label, module, extra in [
+        ("float32", plain, []),
+        ("amp bfloat16, channels_last", mixed, ["--amp-dtype", "bfloat16"]),
+    ]:
+        out = tmp / label.split(",")[0].replace(" ", "-")
+        with contextlib.redirect_stdout(io.StringIO()):
+            module.main([*size, "--epochs", "3", "--seed", "0", "--out-dir", str(out), *extra])
+        rows = metrics(out, drop=set())
+        rate = statistics.median(float(row["images_per_s"]) for row in rows[1:])
+        print(f"{label:30s} {rate:10,.0f} images/s  val_acc {float(rows[-1]['val_acc']):.3f}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ALL = ("classify", "gan", "lm")
+ALL = ("classify", "gan", "lm", "image")
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ HOOKS = (
         "streams (classify), of the batches' generator (lm)",
         receives="a draw from torch's generator",
         defines="**meeting point** of seed and ddp: `args.seed` (seed); the same on every rank (ddp)",
-        tasks=("classify", "lm"),
+        tasks=("classify", "lm", "image"),
         section=SETUP,
     ),
     Hook(
@@ -113,7 +113,7 @@ HOOKS = (
         "classify `EpochOrder.__iter__`: this process's share of an epoch's order",
         ("order",),
         defines="(ddp: every world_size-th index, padded as DistributedSampler pads)",
-        tasks=("classify",),
+        tasks=("classify", "image"),
         section=SETUP,
     ),
     Hook(
@@ -121,7 +121,7 @@ HOOKS = (
         "expr",
         "classify `EpochOrder.__len__`: the length of this process's share",
         receives="`self.size`",
-        tasks=("classify",),
+        tasks=("classify", "image"),
         section=SETUP,
     ),
     Hook(
@@ -130,7 +130,7 @@ HOOKS = (
         "classify `replayable`: the validation order",
         receives="`range(len(val_loader.dataset))`",
         defines="(ddp: this rank's share)",
-        tasks=("classify",),
+        tasks=("classify", "image"),
         section=SETUP,
     ),
     Hook(
@@ -138,7 +138,7 @@ HOOKS = (
         "slot",
         "classify `streams_kept`: a random stream to keep besides torch's and Python's",
         defines="(seed: numpy's)",
-        tasks=("classify",),
+        tasks=("classify", "image"),
         section=SETUP,
     ),
     Hook(
@@ -146,7 +146,7 @@ HOOKS = (
         "slot",
         "classify `PerSample.__getitems__`: a random stream a sample is loaded with",
         defines="`seed` (seed: numpy's)",
-        tasks=("classify",),
+        tasks=("classify", "image"),
         section=SETUP,
     ),
     Hook(
@@ -154,7 +154,7 @@ HOOKS = (
         "slot",
         "classify `streams_kept`: the kept stream given back",
         defines="(seed: numpy's)",
-        tasks=("classify",),
+        tasks=("classify", "image"),
         section=SETUP,
     ),
     Hook(
@@ -182,7 +182,7 @@ HOOKS = (
         "expr",
         "classify: optimizer steps per epoch",
         receives="`len(train_loader)`",
-        tasks=("classify",),
+        tasks=("classify", "image"),
         section=SETUP,
     ),
     Hook(
@@ -246,7 +246,7 @@ HOOKS = (
         "the signature of `evaluate` and its call",
         receives="the parameter list",
         defines="adds parameters",
-        tasks=("classify", "lm"),
+        tasks=("classify", "lm", "image"),
     ),
     Hook(
         "tally",
@@ -264,7 +264,7 @@ HOOKS = (
         ("micro_step", "optimizer_step"),
         receives="the loop",
         defines="the trick's own loop names (accumulate: `window_ends`, `full_window`)",
-        tasks=("classify",),
+        tasks=("classify", "image"),
     ),
     Hook(
         "window",
@@ -432,7 +432,7 @@ HOOKS = (
         "classify: the divisor of the training loss; lm: the tokens of the epoch",
         receives="`len(train_loader.sampler)`, `tokens`",
         defines="(ddp: times the world size)",
-        tasks=("classify", "lm"),
+        tasks=("classify", "lm", "image"),
     ),
     Hook(
         "epoch_metrics",
@@ -570,7 +570,7 @@ HOOKS = (
         ("checkpoint",),
         receives='`last["model"]`',
         defines="(ema: the average's)",
-        tasks=("lm",),
+        tasks=("lm", "image"),
         section=RUN,
     ),
     Hook("stop_check", "slot", "`train`, the end of an epoch", defines="`break` out of the loop", section=RUN),
@@ -608,7 +608,16 @@ BY_NAME = {hook.name: hook for hook in HOOKS}
 # What each skeleton owes base.py.j2: the variables it sets, the blocks it must fill, the blocks it may fill.
 SKELETON_SETS = ("models", "run_fields", "step_count", "epoch_units", "task_stdlib_imports", "task_imports")
 SKELETON_FILLS = ("docstring", "data_and_epoch", "build", "epoch", "row", "summary")
-SKELETON_MAY_FILL = ("check_args", "checks", "stateful", "before_resume", "restore", "checkpoint", "end_of_run")
+SKELETON_MAY_FILL = (
+    "check_args",
+    "checks",
+    "stateful",
+    "before_resume",
+    "restore",
+    "checkpoint",
+    "end_of_run",
+    "failures",
+)
 
 # The places where a template still reads another trick's choice (`cookiecutter.<trick>`), with the reason a
 # hook point would cost more than it clarifies there; a test fails on any other.
@@ -630,7 +639,7 @@ FLAG_READS = {
     "tested bit for bit against two public implementations",
     ("tricks/seed.j2", "ddp"): "each rank seeds seed + rank; the GAN's every rank the same seed, since each draws a "
     "step's whole batch",
-    ("classify/train.py.j2", "seed"): "a docstring's wording: numpy's stream is seeded too",
+    ("classifier.j2", "seed"): "a docstring's wording: numpy's stream is seeded too",
     ("gan/train.py.j2", "gp"): "the plain game's import of torch.nn.functional, which WGAN-GP's losses do not use",
     ("gan/train.py.j2", "accumulate"): "a comment's wording: a row per micro-batch",
     ("lm/train.py.j2", "accumulate"): "a comment's wording: each micro-batch's loss",
@@ -638,6 +647,7 @@ FLAG_READS = {
     ("args.j2", "gp"): "--n-critic's default: 5 for WGAN-GP, 1 for the plain game",
     ("slots.j2", "gp"): "the docstring's command: --gp implies --task gan",
     ("README.md", "ddp"): "the project README's sections on torchrun and SLURM, and its wording on each rank's share",
+    ("README.md", "accumulate"): "the image task's batch norm: K micro-batches are close to one batch, not equal",
     ("README.md", "early_stop"): "the run folder's best.pt, and the GAN's --monitor wording",
     ("README.md", "lr_plot"): "the run folder's lr_schedule.png",
     ("README.md", "gp"): "the GAN's seams: the penalty is added in the loop",
@@ -685,6 +695,7 @@ if __name__ == "__main__":
 # the check: the templates against the table
 
 SHARED = ("base.py.j2", "common.j2", "args.j2", "README.md", "requirements.txt")  # every skeleton's
+SHARED_BY = {"classifier.j2": ("classify", "image")}  # some skeletons' own
 MECHANISM = {"slot": {"width", "sep", "lead"}, "expr": {"default"}, "block": {"width"}}  # slots.j2's own arguments
 WRAPPERS = {
     "backward": [("expr", "loss_scale"), ("expr", "backward")],
@@ -733,6 +744,8 @@ def task_of(file: str) -> tuple[str, ...]:
     """The skeletons a template's hook calls count for: its own task's, or every one for a shared file."""
     if file in SHARED:
         return ALL
+    if file in SHARED_BY:
+        return SHARED_BY[file]
     head = file.split("/")[0]
     return (head,) if head in ALL else ()
 

@@ -15,13 +15,14 @@ class Task(str, Enum):
     classify = "classify"
     gan = "gan"
     lm = "lm"
+    image = "image"
 
 
 @dataclass(frozen=True)
 class Trick:
     name: str  # the Options field, the cookiecutter variable and the partial's file name
     summary: str
-    tasks: tuple[Task, ...] = (Task.classify, Task.gan, Task.lm)
+    tasks: tuple[Task, ...] = (Task.classify, Task.gan, Task.lm, Task.image)
 
     @property
     def flag(self) -> str:

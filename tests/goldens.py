@@ -39,6 +39,8 @@ CASES = {
     "lm": Options.create("lm"),
     "lm-every-trick": Options.create("lm", **{name: True for name in TRICK_NAMES if name != "gp"}),
     "lm-all-but-amp": Options.create("lm", **{**dict.fromkeys(SIX, True), "amp": False}),
+    "image": Options.create("image"),
+    "image-every-trick": Options.create("image", **{name: True for name in TRICK_NAMES if name != "gp"}),
 }
 # the language model's golden run: a tiny GPT on a frozen text of the repository's own
 CORPUS = Path(__file__).resolve().parent / "data" / "corpus.txt"

@@ -19,7 +19,7 @@ from generator.options import Options, Task
 from generator.render import generate
 
 ROOT = Path(__file__).resolve().parent.parent
-TIMING = {"epoch_time_s", "tokens_per_s"}  # columns that differ between identical runs
+TIMING = {"epoch_time_s", "tokens_per_s", "images_per_s"}  # columns that differ between identical runs
 
 
 @functools.cache

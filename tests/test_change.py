@@ -21,6 +21,7 @@ from generator.render import generate
 from generator.tricks import TRICKS
 from tests.goldens import TINY_LM
 from tests.helpers import run_script
+from tests.images import TINY_IMAGES, make_images
 
 HELPER = '''def count_parameters(model):
     """My helper."""
@@ -45,6 +46,16 @@ def edit(text: str, task: str) -> str:
             ('"""n points of the toy distribution', '"""n points of my distribution'),
             ("nn.ReLU(),", "nn.LeakyReLU(0.2),"),
             ('default=15, help="epochs to train"', 'default=25, help="epochs to train"'),
+            ('default=3e-3, help="peak learning rate"', 'default=1e-3, help="peak learning rate"'),
+        ]
+    elif task == "image":
+        edits = [
+            ('"""The training and validation loaders of --data', '"""My loaders of --data'),
+            (
+                "self.head = nn.Linear(channels, num_classes)",
+                "self.head = nn.Linear(channels, num_classes, bias=False)",
+            ),
+            ('default=15, help="passes over the data"', 'default=30, help="passes over the data"'),
             ('default=3e-3, help="peak learning rate"', 'default=1e-3, help="peak learning rate"'),
         ]
     else:
@@ -117,7 +128,11 @@ def test_the_merged_project_trains(tmp_path, task, trick):
     base = ["gp"] if task == "gan" and trick != "gp" else []
     project = project_with(tmp_path, "p", task, base)
     change(project, add=[trick])
-    steps = {"gan": ["--steps-per-epoch", 5, "--n-critic", 2], "lm": [*TINY_LM, "--steps-per-epoch", 5]}.get(task, [])
+    steps = {
+        "gan": ["--steps-per-epoch", 5, "--n-critic", 2],
+        "lm": [*TINY_LM, "--steps-per-epoch", 5],
+        "image": [*TINY_IMAGES, "--data", make_images(tmp_path / "images", per_class=4, val=1)],
+    }.get(task, [])
     result = run_script(project, "--epochs", 1, *steps, "--out-dir", project / "runs" / "one")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "count_parameters" in (project / "train.py").read_text()

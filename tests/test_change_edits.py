@@ -24,16 +24,20 @@ from tests.test_change import hashes
 LOSS = {
     "classify": ("return F.cross_entropy(model(x), y)", "return F.cross_entropy(model(x), y, label_smoothing=0.1)"),
     "gan": ("return -critic(fake).mean()", "return -critic(fake).mean() * 1.5"),
+    "image": ("return F.cross_entropy(logits, y)", "return F.cross_entropy(logits, y, label_smoothing=0.1)"),
     "lm": ("return F.cross_entropy(model(x).flatten(0, 1), y.flatten())",
            "return F.cross_entropy(model(x).flatten(0, 1), y.flatten(), label_smoothing=0.1)"),
 }  # fmt: skip
+
+
+IMPORT = {"image": ("\nfrom PIL import Image, ImageDraw\n", "\nfrom PIL import Image, ImageDraw, ImageOps\n")}
 
 
 def edit(text: str, task: str) -> str:
     """Two imports added (in isort's places), the loss line changed."""
     for old, new in [
         ("\nimport io\n", "\nimport io\nimport itertools\n"),
-        ("\nfrom torch import nn\n", "\nfrom PIL import Image\nfrom torch import nn\n"),
+        IMPORT.get(task, ("\nfrom torch import nn\n", "\nfrom PIL import Image\nfrom torch import nn\n")),
         LOSS[task],
     ]:
         assert old in text, old

@@ -34,7 +34,7 @@ MUTATIONS = {
                                   "classify/train.py.j2: slot('wrap_model') offers device="),
     "a hook named by a skeleton the table leaves out": ("gan/train.py.j2", "{% block checks %}",
                                                         '{% block checks %}\n{{ slot("share") }}',
-                                                        "'share' is named by ['classify', 'gan']"),
+                                                        "'share' is named by ['classify', 'gan', 'image']"),
     "a misspelled block": ("lm/train.py.j2", "{% block summary %}", "{% block sumary %}",
                            "lm/train.py.j2: fills block sumary, which base.py.j2 does not have"),
     "an unlisted flag read": ("tricks/clip.j2", "{% macro tally() %}", "{% macro tally() %}{{ cookiecutter.ema }}",

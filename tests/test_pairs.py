@@ -13,11 +13,13 @@ from generator.options import Task
 from generator.tricks import TRICKS
 from tests.goldens import TINY_LM
 from tests.helpers import checkpoint, covering_array, metrics, render, run_script
+from tests.images import TINY_IMAGES, make_images
 
 SHORT = {
     Task.classify: ["--epochs", "2"],
     Task.gan: ["--epochs", "2", "--steps-per-epoch", "4", "--n-critic", "2"],
     Task.lm: [*TINY_LM, "--epochs", "2", "--steps-per-epoch", "4"],
+    Task.image: [*TINY_IMAGES, "--epochs", "2"],  # and --data: the test's small folder
 }
 
 
@@ -41,7 +43,8 @@ def test_the_covering_array_meets_every_pair_in_all_four_ways():
 )
 def test_a_render_of_the_covering_array_runs(tmp_path, task, row):
     project = render(tmp_path / "p", task, **row)
-    result = run_script(project, *SHORT[task], "--out-dir", tmp_path / "run")
+    data = ["--data", make_images(tmp_path / "images", per_class=4, val=1)] if task is Task.image else []
+    result = run_script(project, *SHORT[task], *data, "--out-dir", tmp_path / "run")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = metrics(tmp_path / "run")
     assert [r["epoch"] for r in rows] == ["1", "2"]

@@ -15,6 +15,7 @@ import fcntl
 import io
 import json
 import math
+import multiprocessing
 import os
 import random
 import shlex
@@ -348,6 +349,8 @@ def replayable(train_loader, val_loader, seed):
     train_order = EpochOrder(len(train_loader.dataset), shuffle, seed)
     val_order = range(len(val_loader.dataset))
     train_loader = like(train_loader, PerSample(train_loader.dataset), train_order)
+    atexit.unregister(end_workers)  # once, however many runs this process makes
+    atexit.register(end_workers)  # registered after multiprocessing's own exit handler, so it runs before it
     return train_loader, like(val_loader, val_loader.dataset, val_order)
 
 
@@ -460,6 +463,14 @@ def start_worker(init, worker_id):
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     if init is not None:
         init(worker_id)
+
+
+def end_workers():
+    """At exit, the DataLoader workers a run that failed or stopped left running are killed: they ignore SIGTERM,
+    which multiprocessing's exit handler sends them before waiting for them to end (forever). They only read."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler would report each as a worker that died
+    for process in multiprocessing.active_children():
+        process.kill()
 
 
 # -----------------------------------------------------------------------------

@@ -16,6 +16,8 @@ def test_a_short_run_writes_its_outputs(tmp_path):
     train.main(["--epochs", "2", "--steps-per-epoch", "5", "--out-dir", str(out_dir)])
 {% elif cookiecutter.task == "lm" %}
     train.main(["--epochs", "2", "--steps-per-epoch", "5", "--n-layer", "1", "--out-dir", str(out_dir)])
+{% elif cookiecutter.task == "image" %}
+    train.main(["--epochs", "2", "--image-size", "16", "--width", "8", "--num-workers", "0", "--out-dir", str(out_dir)])
 {% else %}
     train.main(["--epochs", "2", "--out-dir", str(out_dir)])
 {% endif %}
