@@ -22,11 +22,15 @@ hand-written <= 1.03.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
+import io
 import os
 import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -47,8 +51,8 @@ def generated(module, out, size, workers, epochs):
     """Seconds over epochs 2.. of the generated script (epoch_time_s in its metrics.csv: training and validation),
     and how many epochs."""
     argv = [*SIZES[size], "--num-workers", str(workers), "--epochs", str(epochs), "--out-dir", str(out)]
-    module.main(argv)
-    import csv
+    with contextlib.redirect_stdout(io.StringIO()):
+        module.main(argv)
 
     with open(out / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))[1:]
@@ -61,7 +65,8 @@ def hand_written(module, out, size, workers, epochs):
     from torch.utils.data import DataLoader
 
     args = options(module, size, workers, epochs)
-    root = module.make_shapes(Path(module.__file__).parent / "data" / "shapes")
+    with contextlib.redirect_stdout(io.StringIO()):
+        root = module.make_shapes(Path(module.__file__).parent / "data" / "shapes")
     train_files, val_files, classes = module.find_images(root)
     mean, std = module.channel_stats([path for path, _ in train_files], args.image_size)
     info = {"classes": classes, "mean": mean, "std": std}
@@ -123,6 +128,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    warnings.filterwarnings("ignore", message="This DataLoader will create")  # 3 workers on 2 cores, on purpose
     tmp = Path(tempfile.mkdtemp(prefix="image-speed-"))
     module = load(render(tmp / "project", "image") / "train.py")
     print(f"torch {torch.__version__}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "

@@ -144,26 +144,38 @@ def test_accumulated_micro_batches_equal_one_large_batch_without_batch_norm(tmp_
 
 @pytest.mark.parametrize("tricks", [{}, {"ema": True}, {"early_stop": True, "ema": True}], ids=["last", "ema", "best"])
 def test_predict_labels_a_folder_with_the_weights_validation_scored(tmp_path, script, images, tricks):
-    """--predict on the validation folder: its labels score the accuracy metrics.csv gives the weights it uses
-    (last.pt's; with --ema the average's; with --early-stop best.pt's), one row per image, relative paths."""
+    """--predict on the validation folder: one row per image (paths relative to it), each the label and
+    probability of the weights the run validated last (last.pt's; with --ema the average's) or best (best.pt's,
+    with --early-stop): computed here from those weights, and scoring the accuracy metrics.csv gives them."""
     module = script(seed=True, **tricks)
     out = tmp_path / "run"
     run_main(module, tiny(images, "--epochs", 3, "--seed", 6, "--out-dir", out))
     run_main(module, ["--out-dir", out, "--predict", images / "val", "--num-workers", 0])
     with open(out / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 9 and all(0 < float(row["probability"]) <= 1 for row in rows)
+    last = checkpoint(out / "last.pt")
+    if tricks.get("early_stop"):
+        weights, scored = checkpoint(out / "best.pt")["model"], metrics(out)[checkpoint(out / "best.pt")["epoch"] - 1]
+    else:
+        weights = module.averaged_weights(last["ema"]) if tricks.get("ema") else last["model"]
+        scored = metrics(out)[-1]
+    model = module.build_model(module.parse_args(TINY_IMAGES), len(COLOURS))
+    model.load_state_dict(weights)
+    files = sorted(path for path in (images / "val").rglob("*") if path.is_file())
+    x = torch.stack([module.ImageFiles([(path, -1)], module.center, 16, last["data"])[0][0] for path in files])
+    probability, label = torch.softmax(model.eval()(x), dim=1).max(dim=1)
+    assert [row["file"] for row in rows] == [path.relative_to(images / "val").as_posix() for path in files]
+    assert [row["label"] for row in rows] == [sorted(COLOURS)[i] for i in label.tolist()]
+    assert [float(row["probability"]) for row in rows] == pytest.approx(probability.tolist(), abs=1e-4)
     accuracy = sum(row["file"].split("/")[0] == row["label"] for row in rows) / len(rows)
-    scored = metrics(out)
-    expected = scored[checkpoint(out / "best.pt")["epoch"] - 1] if tricks.get("early_stop") else scored[-1]
-    assert accuracy == pytest.approx(float(expected["val_acc"]))
+    assert accuracy == pytest.approx(float(scored["val_acc"]))
 
 
 BAD = {
     "no folder": (lambda root: root / "missing", "no such folder"),
     "no train/": (lambda root: root.mkdir() or root, "no train/ folder"),
     "no classes": (lambda root: (root / "train").mkdir(parents=True) or root, "no class folders"),
-    "an empty class": (lambda root: (make_images(root) / "train" / "empty").mkdir() or root, "the class has no images"),
+    "an empty class": (lambda root: (make_images(root) / "train" / "empty").mkdir() or root, "empty: no images"),
     "nothing to validate": (lambda root: make_images(root, per_class=4, val=0), "no images to validate on"),
 }
 

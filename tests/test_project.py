@@ -13,6 +13,7 @@ CASES = {
                                  "early_stop": True}),
     "gan-gp-ddp": ("gan", {"gp": True, "ddp": True, "early_stop": True}),
     "lm-ema-early-stop": ("lm", {"ema": True, "early_stop": True, "accumulate": True}),
+    "image-ema-amp": ("image", {"ema": True, "amp": True}),  # its smoke test draws the default data set
 }  # fmt: skip
 
 

@@ -72,7 +72,7 @@ def parse_args(argv=None):
         "--data", help="a folder of images: DIR/train/<class>/*, DIR/val/<class>/* (default: generated shapes)"
     )
     parser.add_argument("--epochs", type=number(int, 1), default=15, help="passes over the data")
-    parser.add_argument("--batch-size", type=number(int, 1), default=64, help="images per batch")
+    parser.add_argument("--batch-size", type=number(int, 1), default=32, help="images per batch")
     parser.add_argument("--lr", type=number(float, 0, above=True), default=3e-3, help="peak learning rate")
     parser.add_argument("--optimizer", choices=["adamw", "adam", "sgd"], default="adamw", help="the optimizer")
     parser.add_argument("--weight-decay", type=number(float, 0), default=0.05, help="on weights, not biases and norms")
@@ -172,17 +172,12 @@ def build_data(args):
     return loader(train_set, shuffle=True), loader(val_set), data_info
 
 
-def find_images(root, split=True):
-    """(file, label) pairs of root's images, and the classes. split: the ImageFolder layout, root/train/<class>/
-    (and root/val/<class>/, else every VALIDATE_EVERY-th image of a class validates); otherwise every image under
-    root, unlabelled (-1). Refused in one line: no folder, no class, a class without images."""
+def find_images(root):
+    """(file, label) pairs of the ImageFolder layout under root, root/train/<class>/ (and root/val/<class>/, else
+    every VALIDATE_EVERY-th image of a class validates), and the classes. Refused in one line: no folder, no
+    class, a class without images."""
     if not root.is_dir():
         fail(f"{root}: no such folder", 2)
-    if not split:
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not files:
-            fail(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or below it", 2)
-        return [(path, -1) for path in files], [], []
     if not (root / "train").is_dir():
         fail(f"{root}: no train/ folder; the layout is {root}/train/<class>/<image>, {root}/val/<class>/<image>", 2)
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
@@ -191,10 +186,10 @@ def find_images(root, split=True):
     has_val = (root / "val").is_dir()
     train_files, val_files = [], []
     for label, name in enumerate(classes):
-        files = class_images(root / "train" / name)
+        files = image_files(root / "train" / name)
         if has_val:
             train_files += [(path, label) for path in files]
-            val_files += [(path, label) for path in class_images(root / "val" / name)]
+            val_files += [(path, label) for path in image_files(root / "val" / name)]
         else:
             train_files += [(path, label) for i, path in enumerate(files, 1) if i % VALIDATE_EVERY]
             val_files += [(path, label) for i, path in enumerate(files, 1) if not i % VALIDATE_EVERY]
@@ -203,11 +198,11 @@ def find_images(root, split=True):
     return train_files, val_files, classes
 
 
-def class_images(folder):
-    """A class's images, in name order: every image file in its folder or below."""
+def image_files(folder):
+    """The image files in folder or below it, in name order; none is refused in one line."""
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
-        fail(f"{folder}: the class has no images ({', '.join(IMAGE_SUFFIXES)})", 2)
+        fail(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or below it", 2)
     return files
 
 
@@ -554,7 +549,9 @@ def predict(args):
     last = read_checkpoint(out_dir / "last.pt")
     if last is None or last.get("script", {}).get("task") != SCRIPT["task"]:
         fail(f"{out_dir / 'last.pt'} is not a checkpoint of an image classifier's run", 2)
-    files, _, _ = find_images(folder, split=False)
+    if not folder.is_dir():
+        fail(f"{folder}: no such folder", 2)
+    files = [(path, -1) for path in image_files(folder)]  # unlabelled
     best = read_checkpoint(out_dir / "best.pt") if (out_dir / "best.pt").exists() else None
     trained, data_info = argparse.Namespace(**last["args"]), last["data"]
     device = pick_device(args.device)
