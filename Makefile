@@ -49,6 +49,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/lm_speed.py
 	$(BIN)/python benchmarks/lm_speed.py --compile --repeats 3
 	$(BIN)/python benchmarks/resume_skip.py > benchmarks/results/resume_skip.txt
+	$(BIN)/python benchmarks/image_speed.py
+	$(BIN)/python benchmarks/image_default.py > benchmarks/results/image_default.txt
 
 clean:
 	rm -rf demo .pytest_cache .ruff_cache

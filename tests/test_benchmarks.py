@@ -71,3 +71,20 @@ def test_the_hand_written_gpt_loop_does_the_generated_scripts_work(tmp_path):
     assert hand["epoch"] == generated["epoch"] == lm_speed.EPOCHS
     assert generated["model"].keys() == hand["model"].keys()
     assert all(torch.equal(generated["model"][key], hand["model"][key]) for key in hand["model"])
+
+
+@pytest.mark.slow
+def test_the_image_benchmarks_hand_written_loop_does_the_generated_scripts_training(tmp_path):
+    """benchmarks/image_speed.py: both ways train the same model for as many optimizer steps, ending at the same
+    learning rate, each with a checkpoint of the model, optimizer and scheduler (on the default data set)."""
+    image_speed = load(ROOT / "benchmarks" / "image_speed.py")
+    module = load(image_speed.render(tmp_path / "project", "image") / "train.py")
+    for way in ("generated", "hand"):
+        (tmp_path / way).mkdir()
+    image_speed.generated(module, tmp_path / "generated", "small", 0, 1)
+    image_speed.hand_written(module, tmp_path / "hand", "small", 0, 1)
+    generated = torch.load(tmp_path / "generated" / "last.pt", weights_only=False)
+    hand = torch.load(tmp_path / "hand" / "last.pt", weights_only=False)
+    assert generated["scheduler"]["last_epoch"] == hand["scheduler"]["last_epoch"] == 45  # 1,440 images in batches of 32
+    assert generated["scheduler"]["_last_lr"] == hand["scheduler"]["_last_lr"]
+    assert {k: v.shape for k, v in generated["model"].items()} == {k: v.shape for k, v in hand["model"].items()}
