@@ -778,11 +778,11 @@ def train_one_epoch(run, args, pause, position):
             window_ends = i % args.accumulate_steps == 0 or i == len(train_loader)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             # all-reduce the gradients once per optimizer step, on the window's last micro-batch
-            with nullcontext() if i == args.accumulate_steps - 1 else model.no_sync():
+            with nullcontext() if window_ends else model.no_sync():
                 with autocast:
                     logits = model(x)
                     loss = compute_loss(logits, y)
-                scaler.scale(loss / args.accumulate_steps).backward()
+                scaler.scale(loss * (len(y) / full_window)).backward()
             tally["losses"].append(loss.detach())
             tally["sizes"].append(len(y))
             tally["correct"].append((logits.argmax(dim=1) == y).sum())
