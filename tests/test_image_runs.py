@@ -205,16 +205,19 @@ def test_predict_refuses_a_folder_without_images_and_a_run_without_last_pt(tmp_p
     assert not (tmp_path / "run" / "predictions.csv").exists()
 
 
-@pytest.mark.parametrize("where", ["train", "val"])
+@pytest.mark.parametrize("where", ["train", "val", "predict"])
 def test_a_corrupt_image_is_named_in_one_line(tmp_path, where):
     """A file that is not an image: found before training among the training images (their statistics are
-    read first), in a DataLoader worker during validation; one line naming it, exit 1, no traceback."""
+    read first), in a DataLoader worker during validation, in one of --predict's workers; one line naming it,
+    exit 1, no traceback, and the process ends (its workers with it)."""
     root = make_images(tmp_path / "data")
-    bad = root / where / "green" / "zz-broken.png"
+    project, run = render(tmp_path / "p", "image"), ["--out-dir", tmp_path / "run"]
+    if where == "predict":
+        assert run_script(project, *TINY, "--epochs", 1, "--data", root, *run).returncode == 0
+    bad = root / ("val" if where == "predict" else where) / "green" / "zz-broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not an image" * 10)
-    project = render(tmp_path / "p", "image")
-    result = run_script(project, *TINY, "--num-workers", 2, "--epochs", 2, "--data", root,
-                        "--out-dir", tmp_path / "run")  # fmt: skip
+    args = ["--predict", root / "val"] if where == "predict" else [*TINY, "--epochs", 2, "--data", root]
+    result = run_script(project, *args, "--num-workers", 2, *run, timeout=120)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert f"cannot read the image {bad}" in result.stderr
