@@ -727,7 +727,7 @@ def train(args, argv, writer):
     train_loader, val_loader = replayable(train_loader, val_loader, seed=int(torch.randint(2**62, ())))
     model = build_model(args, len(data_info["classes"])).to(device)
     if device.type == "cuda":
-        # the layout cuDNN's convolutions run fastest in; a convolution with channels_last weights gives its output in it
+        # the layout cuDNN's convolutions run fastest in: with channels_last weights, their outputs follow
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, args)
     total_steps = args.epochs * len(train_loader)
